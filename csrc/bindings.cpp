@@ -1,0 +1,289 @@
+// Python bindings (dcrt._core): argument checks and array conversion only; no algorithms.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstring>
+#include <string>
+
+#include "huffman.hpp"
+#include "model.hpp"
+#include "registry.hpp"
+#include "relidx.hpp"
+
+namespace py = pybind11;
+using namespace dcrt;
+
+namespace {
+
+py::tuple shape_tuple(const Shape& s) {
+  py::tuple t(s.ndim);
+  for (uint32_t i = 0; i < s.ndim; ++i) t[i] = s.d[i];
+  return t;
+}
+
+const char* op_name(OpType t) {
+  switch (t) {
+    case OpType::Linear: return "linear";
+    case OpType::Conv2d: return "conv2d";
+    case OpType::Relu: return "relu";
+    case OpType::MaxPool: return "maxpool";
+    case OpType::AvgPool: return "avgpool";
+    case OpType::Lrn: return "lrn";
+    case OpType::Flatten: return "flatten";
+    case OpType::Softmax: return "softmax";
+    case OpType::Dropout: return "dropout";
+  }
+  return "?";
+}
+
+std::string shape_str(const Shape& s, bool batch) {
+  std::string r = batch ? "[N, " : "[";
+  for (uint32_t i = 0; i < s.ndim; ++i) r += (i ? ", " : "") + std::to_string(s.d[i]);
+  return r + "]";
+}
+
+py::array_t<float> infer(const Model& m, const py::array& x) {
+  if (!py::isinstance<py::array_t<float>>(x) || x.dtype().kind() != 'f' || x.itemsize() != 4)
+    throw py::type_error("infer: expected a float32 array, got dtype " + std::string(py::str(x.dtype())) +
+                         " (convert with x.astype(numpy.float32))");
+  const Shape& in = m.input_shape();
+  const bool single = size_t(x.ndim()) == in.ndim;
+  bool ok = single || size_t(x.ndim()) == in.ndim + 1;
+  for (uint32_t i = 0; ok && i < in.ndim; ++i) ok = size_t(x.shape(i + (single ? 0 : 1))) == in.d[i];
+  if (!ok) {
+    std::string got = "[";
+    for (py::ssize_t i = 0; i < x.ndim(); ++i) got += (i ? ", " : "") + std::to_string(x.shape(i));
+    throw py::value_error("infer: expected shape " + shape_str(in, true) + " or " + shape_str(in, false) + ", got " +
+                          got + "]");
+  }
+  const size_t n = single ? 1 : size_t(x.shape(0));
+  auto xc = py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(x);
+  const Shape& out = m.output_shape();
+  std::vector<py::ssize_t> oshape;
+  if (!single) oshape.push_back(py::ssize_t(n));
+  for (uint32_t i = 0; i < out.ndim; ++i) oshape.push_back(out.d[i]);
+  py::array_t<float> y(oshape);
+  const float* xp = xc.data();
+  float* yp = y.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    m.infer(xp, n, yp);
+  }
+  return y;
+}
+
+QSparseMatrix checked_matrix(uint32_t rows, const py::array_t<uint32_t, py::array::c_style>& colptr,
+                             const py::array_t<uint16_t, py::array::c_style>& entries, uint32_t code_bits,
+                             const py::array_t<float, py::array::c_style>& codebook) {
+  if (code_bits < 1 || code_bits > 8) throw py::value_error("code_bits must be in 1..8");
+  if (colptr.ndim() != 1 || colptr.size() < 1) throw py::value_error("colptr must be 1-D, non-empty");
+  if (codebook.size() != (py::ssize_t(1) << code_bits)) throw py::value_error("codebook must have 2^code_bits entries");
+  const uint32_t cols = uint32_t(colptr.size() - 1);
+  const uint32_t* cp = colptr.data();
+  if (cp[0] != 0 || cp[cols] != uint64_t(entries.size())) throw py::value_error("colptr must run from 0 to len(entries)");
+  for (uint32_t c = 0; c < cols; ++c)
+    if (cp[c + 1] < cp[c]) throw py::value_error("colptr must be non-decreasing");
+  if (check_rel16_columns(cp, cols, entries.data(), code_bits, rows) >= 0) throw py::value_error("entries run past rows");
+  return QSparseMatrix{rows, cols, code_bits, cp, entries.data(), codebook.data()};
+}
+
+const KernelInfo& kernel(const std::string& name, const char* op) {
+  const KernelInfo* k = find_kernel(name);
+  if (!k || std::strcmp(k->op, op)) throw py::value_error("no " + std::string(op) + " kernel named '" + name + "'");
+  if (k->supported && !k->supported()) throw py::value_error("kernel '" + name + "' is not supported on this CPU");
+  return *k;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "dcrt native runtime (CPU): .dcz loader, quantized sparse kernels, graph executor";
+
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const FormatError& e) {
+      py::object cls = py::module_::import("dcrt.errors").attr("FormatError");
+      PyErr_SetString(cls.ptr(), e.what());
+    } catch (const InputError& e) {
+      PyErr_SetString(PyExc_ValueError, e.what());
+    }
+  });
+
+  py::class_<Model>(m, "Model")
+      .def(py::init([](const py::bytes& data, unsigned threads) {
+             // bytes are immutable: parse straight from the object's buffer, GIL released.
+             char* buf = nullptr;
+             py::ssize_t len = 0;
+             if (PyBytes_AsStringAndSize(data.ptr(), &buf, &len) != 0) throw py::error_already_set();
+             py::gil_scoped_release nogil;
+             return new Model(reinterpret_cast<const uint8_t*>(buf), size_t(len), threads);
+           }),
+           py::arg("data"), py::arg("threads") = 0)
+      .def("infer", &infer, py::arg("x"), "Run the network; releases the GIL.")
+      .def_property_readonly("input_shape", [](const Model& m) { return shape_tuple(m.input_shape()); })
+      .def_property_readonly("output_shape", [](const Model& m) { return shape_tuple(m.output_shape()); })
+      .def_property_readonly("meta_json", [](const Model& m) { return py::bytes(m.meta_json()); })
+      .def_property_readonly("threads", &Model::threads)
+      .def_property_readonly("load_stats",
+                             [](const Model& m) {
+                               const auto& s = m.load_stats();
+                               py::dict d;
+                               d["parse_s"] = s.parse_s; d["decode_s"] = s.decode_s;
+                               d["layout_s"] = s.layout_s; d["total_s"] = s.total_s;
+                               d["symbols_decoded"] = s.symbols_decoded;
+                               return d;
+                             })
+      .def_property_readonly("layers",
+                             [](const Model& m) {
+                               py::list out;
+                               for (const auto& L : m.layers()) {
+                                 py::dict d;
+                                 d["name"] = L.name;
+                                 d["kind"] = L.kind == kLayerLinear ? "linear" : "conv2d";
+                                 d["storage"] = L.storage == kStoragePlain ? "plain" : "sparse";
+                                 d["rows"] = L.rows; d["cols"] = L.cols; d["kh"] = L.kh; d["kw"] = L.kw;
+                                 d["code_bits"] = L.code_bits; d["index_bits"] = L.index_bits;
+                                 d["nnz"] = L.nnz; d["n_entries"] = L.n_entries;
+                                 const bool conv = L.kind == kLayerConv2d;
+                                 d["kernel"] = L.storage == kStoragePlain ? (conv ? "conv_f32" : "linear_f32")
+                                               : conv ? m.conv().name
+                                                      : std::string(m.spmv().name) + " / " + m.spmm().name;
+                                 out.append(d);
+                               }
+                               return out;
+                             })
+      .def_property_readonly("ops",
+                             [](const Model& m) {
+                               py::list out;
+                               for (const auto& o : m.ops()) {
+                                 py::dict d;
+                                 d["type"] = op_name(o.type);
+                                 d["layer"] = o.layer;
+                                 d["in_shape"] = shape_tuple(o.in);
+                                 d["out_shape"] = shape_tuple(o.out);
+                                 out.append(d);
+                               }
+                               return out;
+                             })
+      .def(
+          "layer_entries",
+          [](const Model& m, size_t i) {
+            if (i >= m.layers().size()) throw py::index_error("layer index out of range");
+            const ExecLayer& L = m.layers()[i];
+            if (L.storage != kStorageSparse) throw py::value_error("layer '" + L.name + "' is stored plain");
+            py::array_t<uint32_t> colptr(L.colptr.size());
+            std::memcpy(colptr.mutable_data(), L.colptr.data(), L.colptr.size() * 4);
+            py::array_t<uint8_t> codes(L.entries.size()), gaps(L.entries.size());
+            const uint16_t mask = uint16_t((1u << L.code_bits) - 1);
+            for (size_t e = 0; e < L.entries.size(); ++e) {
+              codes.mutable_data()[e] = uint8_t(L.entries[e] & mask);
+              gaps.mutable_data()[e] = uint8_t(L.entries[e] >> L.code_bits);
+            }
+            py::array_t<float> cb(L.codebook.size());
+            std::memcpy(cb.mutable_data(), L.codebook.data(), L.codebook.size() * 4);
+            return py::make_tuple(colptr, codes, gaps, cb);
+          },
+          py::arg("index"), "The decoded execution layout of a sparse layer: (colptr, codes, gaps, codebook).");
+
+  m.def("kernels", [] {
+    py::list out;
+    for (const auto& k : kernel_registry()) {
+      py::dict d;
+      d["name"] = k.name; d["op"] = k.op; d["isa"] = k.isa; d["reference"] = k.reference;
+      d["supported"] = !k.supported || k.supported();
+      out.append(d);
+    }
+    return out;
+  });
+
+  // ---- kernel entry points for tests and benchmarks (inputs validated, no crash on any) ----
+  m.def("spmv", [](const std::string& name, uint32_t rows, py::array_t<uint32_t, py::array::c_style> colptr,
+                   py::array_t<uint16_t, py::array::c_style> entries, uint32_t code_bits,
+                   py::array_t<float, py::array::c_style> codebook, py::array_t<float, py::array::c_style> x) {
+    const KernelInfo& k = kernel(name, "spmv");
+    const QSparseMatrix w = checked_matrix(rows, colptr, entries, code_bits, codebook);
+    if (x.ndim() != 1 || uint64_t(x.size()) != w.cols) throw py::value_error("x must be [cols]");
+    py::array_t<float> y(rows);
+    std::fill(y.mutable_data(), y.mutable_data() + rows, 0.f);
+    float* yp = y.mutable_data();
+    const float* xp = x.data();
+    {
+      py::gil_scoped_release nogil;
+      k.spmv(w, xp, yp, 0, w.cols);
+    }
+    return y;
+  });
+  m.def("spmm", [](const std::string& name, uint32_t rows, py::array_t<uint32_t, py::array::c_style> colptr,
+                   py::array_t<uint16_t, py::array::c_style> entries, uint32_t code_bits,
+                   py::array_t<float, py::array::c_style> codebook, py::array_t<float, py::array::c_style> xt) {
+    const KernelInfo& k = kernel(name, "spmm");
+    const QSparseMatrix w = checked_matrix(rows, colptr, entries, code_bits, codebook);
+    if (xt.ndim() != 2 || uint64_t(xt.shape(0)) != w.cols) throw py::value_error("xt must be [cols, n]");
+    const size_t n = size_t(xt.shape(1));
+    py::array_t<float> yt({py::ssize_t(rows), py::ssize_t(n)});
+    std::fill(yt.mutable_data(), yt.mutable_data() + rows * n, 0.f);
+    float* yp = yt.mutable_data();
+    const float* xp = xt.data();
+    {
+      py::gil_scoped_release nogil;
+      k.spmm(w, xp, n, yp, n, n);
+    }
+    return yt;
+  });
+  m.def("conv", [](const std::string& name, py::array_t<uint32_t, py::array::c_style> colptr,
+                   py::array_t<uint16_t, py::array::c_style> entries, uint32_t code_bits,
+                   py::array_t<float, py::array::c_style> codebook, py::array_t<float, py::array::c_style> x,
+                   uint32_t out_c, uint32_t kh, uint32_t kw, uint32_t sh, uint32_t sw, uint32_t ph, uint32_t pw,
+                   uint32_t groups, uint32_t tile) {
+    const KernelInfo& k = kernel(name, "conv");
+    if (x.ndim() != 3) throw py::value_error("x must be [C, H, W]");
+    const uint32_t C = uint32_t(x.shape(0)), H = uint32_t(x.shape(1)), W = uint32_t(x.shape(2));
+    if (!groups || !sh || !sw || !kh || !kw || C % groups || out_c % groups) throw py::value_error("bad geometry");
+    if (H + 2 * ph < kh || W + 2 * pw < kw) throw py::value_error("kernel larger than padded input");
+    const QSparseMatrix w = checked_matrix(out_c, colptr, entries, code_bits, codebook);
+    if (w.cols != C / groups * kh * kw) throw py::value_error("cols != C/groups*kh*kw");
+    ConvGeom g{C, H, W, out_c, (H + 2 * ph - kh) / sh + 1, (W + 2 * pw - kw) / sw + 1, kh, kw, sh, sw, ph, pw, groups};
+    const uint32_t P = g.out_h * g.out_w;
+    if (!tile) tile = P;
+    py::array_t<float> y({py::ssize_t(out_c), py::ssize_t(g.out_h), py::ssize_t(g.out_w)});
+    std::fill(y.mutable_data(), y.mutable_data() + size_t(out_c) * P, 0.f);
+    std::vector<float> scratch(tile);
+    float* yp = y.mutable_data();
+    const float* xp = x.data();
+    {
+      py::gil_scoped_release nogil;
+      for (uint32_t p0 = 0; p0 < P; p0 += tile) k.conv(w, g, xp, yp, p0, std::min(P, p0 + tile), scratch.data());
+    }
+    return y;
+  });
+  m.def("huffman_decode", [](const std::string& name, py::array_t<uint8_t, py::array::c_style> lengths,
+                             const py::bytes& stream, py::array_t<uint32_t, py::array::c_style> offsets,
+                             uint64_t n_symbols, uint32_t chunk_symbols) {
+    const KernelInfo& k = kernel(name, "huffman");
+    if (!chunk_symbols) throw py::value_error("chunk_symbols must be >= 1");
+    const std::string s = stream;
+    const uint64_t nch = n_symbols ? (n_symbols - 1) / chunk_symbols + 1 : 0;
+    if (uint64_t(offsets.size()) != nch + 1) throw py::value_error("offsets must have n_chunks + 1 entries");
+    const uint32_t* o = offsets.data();
+    if (o[0] != 0 || o[nch] != s.size()) throw py::value_error("offsets must run from 0 to len(stream)");
+    for (uint64_t c = 0; c < nch; ++c)
+      if (o[c + 1] < o[c]) throw py::value_error("offsets must be non-decreasing");
+    if (n_symbols > 8 * uint64_t(s.size())) throw FormatError("huffman: more symbols than bits");
+    HuffTable t;
+    build_huff_table(lengths.data(), uint32_t(lengths.size()), n_symbols, t, "lengths");
+    py::array_t<uint8_t> out{py::ssize_t(n_symbols)};
+    uint8_t* op = out.mutable_data();
+    int64_t bad = -1;
+    {
+      py::gil_scoped_release nogil;
+      for (uint64_t c = 0; c < nch && bad < 0; ++c) {
+        const uint64_t s0 = c * chunk_symbols, n = std::min<uint64_t>(chunk_symbols, n_symbols - s0);
+        if (!k.huff(t, reinterpret_cast<const uint8_t*>(s.data()) + o[c], o[c + 1] - o[c], op + s0, n)) bad = int64_t(c);
+      }
+    }
+    if (bad >= 0) throw FormatError("huffman: chunk " + std::to_string(bad) + ": corrupt");
+    return out;
+  });
+}

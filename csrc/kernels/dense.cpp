@@ -1,0 +1,119 @@
+// Dense graph ops (format.md §3.2) with Caffe semantics.
+#include "kernels/dense.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+namespace dcrt {
+
+void relu_f32(const float* x, float* y, size_t n) {
+  for (size_t i = 0; i < n; ++i) y[i] = x[i] > 0.f ? x[i] : 0.f;
+}
+
+void maxpool_f32(const PoolGeom& g, const float* x, float* y, uint32_t c0, uint32_t c1) {
+  for (uint32_t c = c0; c < c1; ++c) {
+    const float* xc = x + size_t(c) * g.h * g.w;
+    float* yc = y + size_t(c) * g.oh * g.ow;
+    for (uint32_t oy = 0; oy < g.oh; ++oy) {
+      const int64_t hs = int64_t(oy) * g.sh - g.ph;
+      const int64_t y0 = std::max<int64_t>(hs, 0), y1 = std::min<int64_t>(hs + g.kh, g.h);
+      for (uint32_t ox = 0; ox < g.ow; ++ox) {
+        const int64_t ws = int64_t(ox) * g.sw - g.pw;
+        const int64_t x0 = std::max<int64_t>(ws, 0), x1 = std::min<int64_t>(ws + g.kw, g.w);
+        float m = -std::numeric_limits<float>::infinity();
+        for (int64_t iy = y0; iy < y1; ++iy)
+          for (int64_t ix = x0; ix < x1; ++ix) m = std::max(m, xc[iy * g.w + ix]);
+        yc[size_t(oy) * g.ow + ox] = m;
+      }
+    }
+  }
+}
+
+void avgpool_f32(const PoolGeom& g, const float* x, float* y, uint32_t c0, uint32_t c1) {
+  for (uint32_t c = c0; c < c1; ++c) {
+    const float* xc = x + size_t(c) * g.h * g.w;
+    float* yc = y + size_t(c) * g.oh * g.ow;
+    for (uint32_t oy = 0; oy < g.oh; ++oy) {
+      const int64_t hs = int64_t(oy) * g.sh - g.ph;
+      const int64_t he = std::min<int64_t>(hs + g.kh, int64_t(g.h) + g.ph);  // Caffe's divisor window
+      const int64_t y0 = std::max<int64_t>(hs, 0), y1 = std::min<int64_t>(hs + g.kh, g.h);
+      for (uint32_t ox = 0; ox < g.ow; ++ox) {
+        const int64_t ws = int64_t(ox) * g.sw - g.pw;
+        const int64_t we = std::min<int64_t>(ws + g.kw, int64_t(g.w) + g.pw);
+        const int64_t x0 = std::max<int64_t>(ws, 0), x1 = std::min<int64_t>(ws + g.kw, g.w);
+        float s = 0.f;
+        for (int64_t iy = y0; iy < y1; ++iy)
+          for (int64_t ix = x0; ix < x1; ++ix) s += xc[iy * g.w + ix];
+        yc[size_t(oy) * g.ow + ox] = s / float((he - hs) * (we - ws));
+      }
+    }
+  }
+}
+
+void lrn_f32(const float* x, float* y, uint32_t c, size_t hw, uint32_t size, float alpha, float beta, float k) {
+  const int64_t half = size / 2;
+  const float a = alpha / float(size);
+  std::vector<float> acc(hw);
+  for (int64_t ch = 0; ch < c; ++ch) {
+    std::fill(acc.begin(), acc.end(), 0.f);
+    for (int64_t j = std::max<int64_t>(0, ch - half); j <= std::min<int64_t>(c - 1, ch + half); ++j) {
+      const float* xj = x + size_t(j) * hw;
+      for (size_t i = 0; i < hw; ++i) acc[i] += xj[i] * xj[i];
+    }
+    const float* xc = x + size_t(ch) * hw;
+    float* yc = y + size_t(ch) * hw;
+    for (size_t i = 0; i < hw; ++i) yc[i] = xc[i] * std::pow(k + a * acc[i], -beta);
+  }
+}
+
+void softmax_f32(const float* x, float* y, uint32_t c, size_t hw) {
+  for (size_t i = 0; i < hw; ++i) {
+    float m = -std::numeric_limits<float>::infinity();
+    for (uint32_t ch = 0; ch < c; ++ch) m = std::max(m, x[ch * hw + i]);
+    float s = 0.f;
+    for (uint32_t ch = 0; ch < c; ++ch) {
+      const float e = std::exp(x[ch * hw + i] - m);
+      y[ch * hw + i] = e;
+      s += e;
+    }
+    const float inv = 1.f / s;
+    for (uint32_t ch = 0; ch < c; ++ch) y[ch * hw + i] *= inv;
+  }
+}
+
+void linear_f32(const float* w, const float* b, const float* __restrict x, float* y, uint32_t cols, uint32_t r0,
+                uint32_t r1) {
+  for (uint32_t r = r0; r < r1; ++r) {
+    const float* __restrict wr = w + size_t(r) * cols;
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};  // 8 lanes: vectorisable without -ffast-math
+    uint32_t c = 0;
+    for (; c + 8 <= cols; c += 8)
+      for (int l = 0; l < 8; ++l) acc[l] += wr[c + l] * x[c + l];
+    float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    for (; c < cols; ++c) s += wr[c] * x[c];
+    y[r] = b[r] + s;
+  }
+}
+
+void conv_f32(const float* w, uint32_t cols, const ConvGeom& g, const float* x, float* y, uint32_t p0, uint32_t p1,
+              float* scratch) {
+  const uint32_t icg = g.in_c / g.groups, ocg = g.out_c / g.groups, P = g.out_h * g.out_w, T = p1 - p0;
+  const uint32_t taps = g.kh * g.kw;
+  for (uint32_t c = 0; c < cols; ++c) {
+    const uint32_t ci = c / taps, ky = (c / g.kw) % g.kh, kx = c % g.kw;
+    for (uint32_t grp = 0; grp < g.groups; ++grp) {
+      im2col_row(g, x, grp * icg + ci, ky, kx, p0, p1, scratch);
+      for (uint32_t r = grp * ocg; r < (grp + 1) * ocg; ++r) {
+        const float v = w[size_t(r) * cols + c];
+        if (v == 0.f) continue;
+        float* __restrict yr = y + size_t(r) * P + p0;
+        const float* __restrict xr = scratch;
+        for (uint32_t i = 0; i < T; ++i) yr[i] += v * xr[i];
+      }
+    }
+  }
+}
+
+}  // namespace dcrt

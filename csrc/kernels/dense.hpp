@@ -1,0 +1,29 @@
+// Dense ops of the graph (docs/format.md §3.2): one sample or a slice of one, plain pointers.
+// Their reference twins are dcrt.nn's numpy layers (tests/test_runtime.py).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/qsparse.hpp"
+
+namespace dcrt {
+
+struct PoolGeom {
+  uint32_t c, h, w, oh, ow, kh, kw, sh, sw, ph, pw;
+};
+
+void relu_f32(const float* x, float* y, size_t n);
+// Channels [c0, c1) of one sample.
+void maxpool_f32(const PoolGeom& g, const float* x, float* y, uint32_t c0, uint32_t c1);
+void avgpool_f32(const PoolGeom& g, const float* x, float* y, uint32_t c0, uint32_t c1);
+// Caffe LRN across channels; one sample [c, hw].
+void lrn_f32(const float* x, float* y, uint32_t c, size_t hw, uint32_t size, float alpha, float beta, float k);
+// Softmax over the channel axis of one sample [c, hw].
+void softmax_f32(const float* x, float* y, uint32_t c, size_t hw);
+// Plain fp32 layers. y[r] = b[r] + W[r, :] . x for rows [r0, r1).
+void linear_f32(const float* w, const float* b, const float* x, float* y, uint32_t cols, uint32_t r0, uint32_t r1);
+// Dense conv, same contract as ConvFn; w is [out_c, cols] row-major.
+void conv_f32(const float* w, uint32_t cols, const ConvGeom& g, const float* x, float* y, uint32_t p0, uint32_t p1,
+              float* scratch);
+
+}  // namespace dcrt

@@ -1,0 +1,336 @@
+// Loader (decode + execution layout) and graph executor for .dcz models.
+#include "model.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+
+#include "huffman.hpp"
+#include "kernels/dense.hpp"
+#include "relidx.hpp"
+
+namespace dcrt {
+
+struct Workspace {
+  size_t cap_n = 0;
+  std::vector<float> a, b, xt, yt, partial, scratch;
+  void reserve(size_t n, size_t max_act, size_t lin_cols, size_t lin_rows, size_t tile, unsigned threads) {
+    if (n <= cap_n) return;
+    a.resize(n * max_act);
+    b.resize(n * max_act);
+    xt.resize(n > 1 ? n * lin_cols : 0);
+    yt.resize(n > 1 ? n * lin_rows : 0);
+    partial.resize(size_t(threads) * lin_rows);
+    scratch.resize(size_t(threads) * tile);
+    cap_n = n;
+  }
+};
+
+namespace {
+using clk = std::chrono::steady_clock;
+double secs(clk::time_point a, clk::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+
+// Work below this many multiply-adds runs on one thread: waking workers costs more.
+constexpr uint64_t kParallelMin = 1 << 15;
+
+ConvGeom conv_geom(const OpDesc& op, const ExecLayer& L) {
+  return ConvGeom{op.in.d[0], op.in.d[1], op.in.d[2], op.out.d[0], op.out.d[1], op.out.d[2],
+                  L.kh, L.kw, op.p[0], op.p[1], op.p[2], op.p[3], op.p[4]};
+}
+}  // namespace
+
+Model::Model(const uint8_t* data, size_t size, unsigned threads)
+    : pool_(std::make_unique<ThreadPool>(threads ? threads : std::max(1u, std::thread::hardware_concurrency()))),
+      spmv_(&best_kernel("spmv")), spmm_(&best_kernel("spmm")), conv_(&best_kernel("conv")),
+      huff_(&best_kernel("huffman")) {
+  const auto t0 = clk::now();
+  ParsedFile f = parse_file(data, size);
+  const auto t1 = clk::now();
+  input_ = f.input;
+  meta_json_ = std::move(f.meta_json);
+  ops_ = f.ops;
+  if (!f.mean.empty()) {
+    mean_ = f.mean;
+    inv_std_.resize(f.std.size());
+    for (size_t i = 0; i < f.std.size(); ++i) inv_std_[i] = 1.f / f.std[i];
+  }
+  decode_layers(f);
+  const auto t2 = clk::now();
+  // Buffer plan and per-op work split.
+  max_act_ = input_.numel();
+  conv_tile_.assign(ops_.size(), 0);
+  for (size_t i = 0; i < ops_.size(); ++i) {
+    const OpDesc& op = ops_[i];
+    max_act_ = std::max<size_t>(max_act_, op.out.numel());
+    if (op.type == OpType::Linear) {
+      const ExecLayer& L = layers_[op.layer];
+      max_lin_cols_ = std::max<size_t>(max_lin_cols_, L.cols);
+      max_lin_rows_ = std::max<size_t>(max_lin_rows_, L.rows);
+    } else if (op.type == OpType::Conv2d) {
+      // Pixel tile so that the tile's output block (out_c x tile floats) stays in L2.
+      const uint32_t P = op.out.d[1] * op.out.d[2];
+      uint32_t tile = std::max<uint32_t>(64, (1u << 16) / std::max<uint32_t>(1, op.out.d[0]));
+      tile = std::min(tile, P);
+      conv_tile_[i] = tile;
+      max_tile_ = std::max<size_t>(max_tile_, tile);
+    }
+  }
+  const auto t3 = clk::now();
+  stats_.parse_s = secs(t0, t1);
+  stats_.decode_s = secs(t1, t2);
+  stats_.layout_s = secs(t2, t3);
+  stats_.total_s = secs(t0, t3);
+}
+
+Model::~Model() = default;
+
+void Model::decode_layers(ParsedFile& f) {
+  layers_.resize(f.layers.size());
+  // Tables first (validates code lengths), then every chunk of every stream in parallel.
+  struct Job { uint32_t layer; bool index; uint64_t chunk; };
+  std::vector<HuffTable> ctab(f.layers.size()), itab(f.layers.size());
+  std::vector<std::vector<uint8_t>> codes(f.layers.size()), gaps(f.layers.size());
+  std::vector<Job> jobs;
+  for (uint32_t i = 0; i < f.layers.size(); ++i) {
+    LayerDesc& d = f.layers[i];
+    ExecLayer& L = layers_[i];
+    L.name = d.name; L.storage = d.storage; L.kind = d.kind; L.rows = d.rows; L.cols = d.cols;
+    L.kh = d.kh; L.kw = d.kw; L.code_bits = d.code_bits; L.index_bits = d.index_bits;
+    L.nnz = d.nnz; L.n_entries = d.n_entries;
+    L.bias = std::move(d.bias);
+    if (d.storage == kStoragePlain) {
+      L.weight = std::move(d.weight);
+      continue;
+    }
+    build_huff_table(d.code_lengths.data(), 1u << d.code_bits, d.n_entries, ctab[i], d.where() + ": code_lengths");
+    build_huff_table(d.index_lengths.data(), 1u << d.index_bits, d.n_entries, itab[i], d.where() + ": index_lengths");
+    codes[i].resize(d.n_entries);  // bounded: n_entries <= 8 * stream bytes (checked in parse)
+    gaps[i].resize(d.n_entries);
+    for (uint64_t c = 0; c < d.n_chunks; ++c) {
+      jobs.push_back({i, false, c});
+      jobs.push_back({i, true, c});
+    }
+    stats_.symbols_decoded += 2 * d.n_entries;
+  }
+  std::vector<uint8_t> bad(jobs.size(), 0);
+  const HuffDecodeFn dec = huff_->huff;
+  pool_->parallel_for(jobs.size(), [&](size_t j, unsigned) {
+    const Job& jb = jobs[j];
+    const LayerDesc& d = f.layers[jb.layer];
+    const auto& off = jb.index ? d.index_offsets : d.code_offsets;
+    const uint8_t* src = (jb.index ? d.index_stream : d.code_stream) + off[jb.chunk];
+    const uint64_t s0 = jb.chunk * d.chunk_symbols, n = std::min<uint64_t>(d.chunk_symbols, d.n_entries - s0);
+    uint8_t* out = (jb.index ? gaps : codes)[jb.layer].data() + s0;
+    if (!dec(jb.index ? itab[jb.layer] : ctab[jb.layer], src, off[jb.chunk + 1] - off[jb.chunk], out, n)) bad[j] = 1;
+  });
+  for (size_t j = 0; j < jobs.size(); ++j)
+    if (bad[j])
+      throw FormatError(f.layers[jobs[j].layer].where() + ": " + (jobs[j].index ? "index_stream" : "code_stream") +
+                        ": chunk " + std::to_string(jobs[j].chunk) +
+                        ": corrupt (invalid code, runs past the chunk's end, spare bytes or non-zero padding)");
+  // Execution layout: rel16 entries, validated against the row count; equal-work column splits.
+  std::vector<std::string> errors(layers_.size());
+  const unsigned T = pool_->size();
+  pool_->parallel_for(layers_.size(), [&](size_t i, unsigned) {
+    ExecLayer& L = layers_[i];
+    if (L.storage != kStorageSparse) return;
+    LayerDesc& d = f.layers[i];
+    L.codebook = std::move(d.codebook);
+    L.colptr = std::move(d.colptr);
+    L.entries.resize(L.n_entries);
+    pack_rel16(codes[i].data(), gaps[i].data(), L.n_entries, L.code_bits, L.entries.data());
+    const int64_t badc = check_rel16_columns(L.colptr.data(), L.cols, L.entries.data(), L.code_bits, L.rows);
+    if (badc >= 0) {
+      errors[i] = d.where() + ": column " + std::to_string(badc) + " runs past rows=" + std::to_string(L.rows);
+      return;
+    }
+    const uint64_t real = L.n_entries - uint64_t(std::count(codes[i].begin(), codes[i].end(), uint8_t(0)));
+    if (real != L.nnz) {
+      errors[i] = d.where() + ": nnz says " + std::to_string(L.nnz) + " but the code stream has " +
+                  std::to_string(real) + " non-zero codes";
+      return;
+    }
+    L.col_split.assign(T + 1, L.cols);
+    L.col_split[0] = 0;
+    for (unsigned t = 1; t < T; ++t) {
+      const uint64_t target = L.n_entries * t / T;
+      L.col_split[t] = uint32_t(std::lower_bound(L.colptr.begin(), L.colptr.end(), target) - L.colptr.begin());
+      L.col_split[t] = std::min(std::max(L.col_split[t], L.col_split[t - 1]), L.cols);
+    }
+    std::vector<uint8_t>().swap(codes[i]);
+    std::vector<uint8_t>().swap(gaps[i]);
+  });
+  for (const auto& e : errors)
+    if (!e.empty()) throw FormatError(e);
+}
+
+Workspace* Model::acquire(size_t n) const {
+  std::unique_ptr<Workspace> ws;
+  {
+    std::lock_guard<std::mutex> lk(ws_mutex_);
+    if (!ws_free_.empty()) {
+      ws = std::move(ws_free_.back());
+      ws_free_.pop_back();
+    }
+  }
+  if (!ws) ws = std::make_unique<Workspace>();
+  ws->reserve(n, max_act_, max_lin_cols_, max_lin_rows_, max_tile_, pool_->size());
+  return ws.release();
+}
+
+void Model::release(Workspace* ws) const {
+  std::lock_guard<std::mutex> lk(ws_mutex_);
+  ws_free_.emplace_back(ws);
+}
+
+void Model::infer(const float* x, size_t n, float* y) const {
+  if (n == 0) return;
+  struct Guard {
+    const Model* m;
+    Workspace* ws;
+    ~Guard() { m->release(ws); }
+  } g{this, acquire(n)};
+  Workspace& ws = *g.ws;
+  float* cur = ws.a.data();
+  float* nxt = ws.b.data();
+  // Normalise into the first buffer, rejecting non-finite input on the way.
+  const size_t per = input_.numel();
+  const size_t C = mean_.size(), inner = C ? per / C : per;
+  for (size_t s = 0; s < n; ++s) {
+    const float* xs = x + s * per;
+    float* d = cur + s * per;
+    for (size_t i = 0; i < per; ++i)
+      if (!std::isfinite(xs[i]))
+        throw InputError("input contains NaN or Inf (sample " + std::to_string(s) + ", flat index " +
+                         std::to_string(i) + ")");
+    if (!C) {
+      std::memcpy(d, xs, per * sizeof(float));
+    } else {
+      for (size_t c = 0; c < C; ++c) {
+        const float m = mean_[c], is = inv_std_[c];
+        for (size_t i = c * inner; i < (c + 1) * inner; ++i) d[i] = (xs[i] - m) * is;
+      }
+    }
+  }
+  for (const OpDesc& op : ops_) run_op(op, ws, n, cur, nxt);
+  std::memcpy(y, cur, n * output_shape().numel() * sizeof(float));
+}
+
+void Model::run_op(const OpDesc& op, Workspace& ws, size_t n, float*& cur, float*& nxt) const {
+  const size_t in_sz = op.in.numel(), out_sz = op.out.numel();
+  const unsigned T = pool_->size();
+  switch (op.type) {
+    case OpType::Linear: {
+      const ExecLayer& L = layers_[op.layer];
+      const uint64_t work = (L.storage == kStoragePlain ? uint64_t(L.rows) * L.cols : L.n_entries) * n;
+      const unsigned tasks = work < kParallelMin ? 1 : T;
+      if (L.storage == kStoragePlain) {
+        const uint32_t blk = (L.rows + tasks - 1) / tasks;
+        pool_->parallel_for(n * tasks, [&](size_t t, unsigned) {
+          const size_t s = t / tasks;
+          const uint32_t r0 = uint32_t(t % tasks) * blk, r1 = std::min(L.rows, r0 + blk);
+          if (r0 < r1) linear_f32(L.weight.data(), L.bias.data(), cur + s * in_sz, nxt + s * out_sz, L.cols, r0, r1);
+        });
+      } else if (n == 1) {
+        const QSparseMatrix w = L.view();
+        if (tasks == 1) {
+          std::memcpy(nxt, L.bias.data(), L.rows * sizeof(float));
+          spmv_->spmv(w, cur, nxt, 0, L.cols);
+        } else {
+          // Column ranges of equal work, each into a private partial sum; then reduce.
+          pool_->parallel_for(T, [&](size_t t, unsigned) {
+            float* part = ws.partial.data() + t * L.rows;
+            std::fill(part, part + L.rows, 0.f);
+            spmv_->spmv(w, cur, part, L.col_split[t], L.col_split[t + 1]);
+          });
+          const uint32_t blk = (L.rows + T - 1) / T;
+          pool_->parallel_for(T, [&](size_t t, unsigned) {
+            for (uint32_t r = uint32_t(t) * blk; r < std::min<uint32_t>(L.rows, uint32_t(t + 1) * blk); ++r) {
+              float s = L.bias[r];
+              for (unsigned k = 0; k < T; ++k) s += ws.partial[size_t(k) * L.rows + r];
+              nxt[r] = s;
+            }
+          });
+        }
+      } else {
+        // Batch: transpose to [cols, n] so the inner loop runs over contiguous samples.
+        float* xt = ws.xt.data();
+        float* yt = ws.yt.data();
+        for (size_t s = 0; s < n; ++s)
+          for (uint32_t c = 0; c < L.cols; ++c) xt[size_t(c) * n + s] = cur[s * in_sz + c];
+        for (uint32_t r = 0; r < L.rows; ++r) std::fill(yt + size_t(r) * n, yt + size_t(r + 1) * n, L.bias[r]);
+        const size_t slice = std::max<size_t>(8, (n / tasks + 7) / 8 * 8);
+        const size_t nt = (n + slice - 1) / slice;
+        const QSparseMatrix w = L.view();
+        pool_->parallel_for(nt, [&](size_t t, unsigned) {
+          const size_t a = t * slice, b = std::min(n, a + slice);
+          spmm_->spmm(w, xt + a, n, yt + a, n, b - a);
+        });
+        for (size_t s = 0; s < n; ++s)
+          for (uint32_t r = 0; r < L.rows; ++r) nxt[s * out_sz + r] = yt[size_t(r) * n + s];
+      }
+      std::swap(cur, nxt);
+      break;
+    }
+    case OpType::Conv2d: {
+      const ExecLayer& L = layers_[op.layer];
+      const ConvGeom g = conv_geom(op, L);
+      const uint32_t P = g.out_h * g.out_w, tile = conv_tile_[&op - ops_.data()];
+      const uint32_t ntile = (P + tile - 1) / tile;
+      for (size_t s = 0; s < n; ++s)
+        for (uint32_t oc = 0; oc < g.out_c; ++oc)
+          std::fill(nxt + s * out_sz + size_t(oc) * P, nxt + s * out_sz + size_t(oc + 1) * P, L.bias[oc]);
+      const QSparseMatrix w = L.storage == kStorageSparse ? L.view() : QSparseMatrix{};
+      pool_->parallel_for(n * ntile, [&](size_t t, unsigned worker) {
+        const size_t s = t / ntile;
+        const uint32_t p0 = uint32_t(t % ntile) * tile, p1 = std::min(P, p0 + tile);
+        float* scratch = ws.scratch.data() + size_t(worker) * max_tile_;
+        if (L.storage == kStorageSparse)
+          conv_->conv(w, g, cur + s * in_sz, nxt + s * out_sz, p0, p1, scratch);
+        else
+          conv_f32(L.weight.data(), L.cols, g, cur + s * in_sz, nxt + s * out_sz, p0, p1, scratch);
+      });
+      std::swap(cur, nxt);
+      break;
+    }
+    case OpType::Relu:
+      relu_f32(cur, cur, n * in_sz);
+      break;
+    case OpType::MaxPool: case OpType::AvgPool: {
+      const PoolGeom g{op.in.d[0], op.in.d[1], op.in.d[2], op.out.d[1], op.out.d[2],
+                       op.p[0], op.p[1], op.p[2], op.p[3], op.p[4], op.p[5]};
+      const auto pool = op.type == OpType::MaxPool ? maxpool_f32 : avgpool_f32;
+      if (n * in_sz < kParallelMin) {
+        for (size_t s = 0; s < n; ++s) pool(g, cur + s * in_sz, nxt + s * out_sz, 0, g.c);
+      } else {
+        pool_->parallel_for(n * g.c, [&](size_t t, unsigned) {
+          const size_t s = t / g.c;
+          const uint32_t c = uint32_t(t % g.c);
+          pool(g, cur + s * in_sz, nxt + s * out_sz, c, c + 1);
+        });
+      }
+      std::swap(cur, nxt);
+      break;
+    }
+    case OpType::Lrn: {
+      const size_t hw = size_t(op.in.d[1]) * op.in.d[2];
+      pool_->parallel_for(n, [&](size_t s, unsigned) {
+        lrn_f32(cur + s * in_sz, nxt + s * out_sz, op.in.d[0], hw, op.p[0], op.f[1], op.f[2], op.f[3]);
+      });
+      std::swap(cur, nxt);
+      break;
+    }
+    case OpType::Softmax: {
+      const uint32_t c = op.in.d[0];
+      const size_t hw = in_sz / c;
+      for (size_t s = 0; s < n; ++s) softmax_f32(cur + s * in_sz, nxt + s * out_sz, c, hw);
+      std::swap(cur, nxt);
+      break;
+    }
+    case OpType::Flatten: case OpType::Dropout:
+      break;  // layout unchanged: a no-op at inference
+  }
+}
+
+}  // namespace dcrt

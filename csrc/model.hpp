@@ -1,0 +1,83 @@
+// A loaded .dcz: execution layout derived from the file, buffers planned at load, and the
+// graph executor. Immutable after load; infer() is safe from many threads at once.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "format.hpp"
+#include "kernels/qsparse.hpp"
+#include "registry.hpp"
+#include "threadpool.hpp"
+
+namespace dcrt {
+
+struct ExecLayer {
+  std::string name;
+  uint32_t storage, kind, rows, cols, kh, kw;
+  uint32_t code_bits = 0, index_bits = 0;
+  uint64_t nnz = 0, n_entries = 0;
+  std::vector<float> bias;
+  std::vector<float> weight;        // plain fp32 [rows, cols]
+  std::vector<float> codebook;      // sparse: [1 << code_bits]
+  std::vector<uint32_t> colptr;     // sparse: [cols + 1]
+  std::vector<uint16_t> entries;    // sparse: rel16 (gap << code_bits | code)
+  std::vector<uint32_t> col_split;  // column ranges of equal work, one per thread (SpMV)
+  QSparseMatrix view() const {
+    return QSparseMatrix{rows, cols, code_bits, colptr.data(), entries.data(), codebook.data()};
+  }
+};
+
+struct LoadStats {
+  double parse_s = 0, decode_s = 0, layout_s = 0, total_s = 0;
+  uint64_t symbols_decoded = 0;
+};
+
+struct Workspace;
+
+class Model {
+ public:
+  // Parses, validates and decodes. Throws FormatError on any defect of the bytes.
+  Model(const uint8_t* data, size_t size, unsigned threads);
+  ~Model();
+
+  // x: [n, input] float32, y: [n, output]. Throws InputError on non-finite input.
+  void infer(const float* x, size_t n, float* y) const;
+
+  const Shape& input_shape() const { return input_; }
+  const Shape& output_shape() const { return ops_.empty() ? input_ : ops_.back().out; }
+  const std::string& meta_json() const { return meta_json_; }
+  const std::vector<ExecLayer>& layers() const { return layers_; }
+  const std::vector<OpDesc>& ops() const { return ops_; }
+  const LoadStats& load_stats() const { return stats_; }
+  unsigned threads() const { return pool_->size(); }
+  const KernelInfo& spmv() const { return *spmv_; }
+  const KernelInfo& spmm() const { return *spmm_; }
+  const KernelInfo& conv() const { return *conv_; }
+  const KernelInfo& huff() const { return *huff_; }
+
+ private:
+  void decode_layers(ParsedFile& f);
+  void run_op(const OpDesc& op, Workspace& ws, size_t n, float*& cur, float*& nxt) const;
+  Workspace* acquire(size_t n) const;
+  void release(Workspace* ws) const;
+
+  Shape input_;
+  std::vector<float> mean_, inv_std_;
+  std::vector<OpDesc> ops_;
+  std::vector<ExecLayer> layers_;
+  std::vector<uint32_t> conv_tile_;  // per op: output pixels per task
+  std::string meta_json_;
+  LoadStats stats_;
+  // Per-sample buffer plan (elements).
+  size_t max_act_ = 0, max_lin_cols_ = 0, max_lin_rows_ = 0, max_tile_ = 0;
+  std::unique_ptr<ThreadPool> pool_;
+  const KernelInfo *spmv_, *spmm_, *conv_, *huff_;
+  mutable std::mutex ws_mutex_;
+  mutable std::vector<std::unique_ptr<Workspace>> ws_free_;
+};
+
+}  // namespace dcrt

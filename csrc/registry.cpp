@@ -1,0 +1,43 @@
+// The kernel registry (DESIGN: one list drives tests, benchmarks and dispatch).
+#include "registry.hpp"
+
+#include <cstring>
+#include <stdexcept>
+
+namespace dcrt {
+
+const std::vector<KernelInfo>& kernel_registry() {
+  // Order within an op: reference first, then from most portable to fastest.
+  static const std::vector<KernelInfo> reg = [] {
+    std::vector<KernelInfo> r;
+    auto add = [&](KernelInfo k) { r.push_back(k); };
+    KernelInfo k{};
+    k = KernelInfo{"spmv_q_rel16__ref", "spmv", "ref", true}; k.spmv = spmv_q_rel16__ref; add(k);
+    k = KernelInfo{"spmv_q_rel16__generic", "spmv", "generic", false}; k.spmv = spmv_q_rel16__generic; add(k);
+    k = KernelInfo{"spmm_q_rel16__ref", "spmm", "ref", true}; k.spmm = spmm_q_rel16__ref; add(k);
+    k = KernelInfo{"spmm_q_rel16__generic", "spmm", "generic", false}; k.spmm = spmm_q_rel16__generic; add(k);
+    k = KernelInfo{"conv_q_rel16__ref", "conv", "ref", true}; k.conv = conv_q_rel16__ref; add(k);
+    k = KernelInfo{"conv_q_rel16__generic", "conv", "generic", false}; k.conv = conv_q_rel16__generic; add(k);
+    k = KernelInfo{"huffman_decode__ref", "huffman", "ref", true}; k.huff = huffman_decode__ref; add(k);
+    k = KernelInfo{"huffman_decode_table__generic", "huffman", "generic", false};
+    k.huff = huffman_decode_table__generic; add(k);
+    return r;
+  }();
+  return reg;
+}
+
+const KernelInfo* find_kernel(const std::string& name) {
+  for (const auto& k : kernel_registry())
+    if (name == k.name) return &k;
+  return nullptr;
+}
+
+const KernelInfo& best_kernel(const char* op) {
+  const KernelInfo* best = nullptr;
+  for (const auto& k : kernel_registry())
+    if (!std::strcmp(k.op, op) && !k.reference && (!k.supported || k.supported())) best = &k;
+  if (!best) throw std::logic_error(std::string("no kernel registered for ") + op);
+  return *best;
+}
+
+}  // namespace dcrt

@@ -1,0 +1,28 @@
+// One registry of kernels: tests and benchmarks iterate it, the executor picks from it.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "huffman.hpp"
+#include "kernels/qsparse.hpp"
+
+namespace dcrt {
+
+struct KernelInfo {
+  const char* name;       // spmv_q_rel16__generic: <op>_<weights>_<index>__<arch>
+  const char* op;         // "spmv" | "spmm" | "conv" | "huffman"
+  const char* isa;        // "ref" | "generic" | ...
+  bool reference;         // the plain twin every other kernel of this op is tested against
+  SpmvFn spmv = nullptr;
+  SpmmFn spmm = nullptr;
+  ConvFn conv = nullptr;
+  HuffDecodeFn huff = nullptr;
+  bool (*supported)() = nullptr;  // CPU feature check; null = always
+};
+
+const std::vector<KernelInfo>& kernel_registry();
+const KernelInfo* find_kernel(const std::string& name);
+// The kernel the runtime uses for `op` on this CPU (the fastest supported non-reference).
+const KernelInfo& best_kernel(const char* op);
+
+}  // namespace dcrt

@@ -1,0 +1,324 @@
+"""numpy model definition: layers with an inference forward, and ``Sequential``.
+
+Semantics follow Caffe (the paper's framework): pooling rounds output sizes up
+(``ceil_mode``), average pooling divides by the window clipped to the padded input,
+LRN is Caffe's ACROSS_CHANNELS. These are also the semantics of the native runtime
+and of the .dcz graph (docs/format.md §3).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+
+class Layer:
+    name: str = ""
+    #: parameter names stored in npz files / .dcz layers
+    param_names: tuple = ()
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def output_shape(self, shape: tuple) -> tuple:
+        return tuple(self.forward(np.zeros((1,) + tuple(shape), np.float32)).shape[1:])
+
+    def __call__(self, x):
+        return self.forward(x)
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.name!r})"
+
+
+class Linear(Layer):
+    param_names = ("weight", "bias")
+
+    def __init__(self, in_features: int, out_features: int, name: str = "fc"):
+        self.name = name
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.weight = np.zeros((self.out_features, self.in_features), np.float32)
+        self.bias = np.zeros(self.out_features, np.float32)
+
+    def forward(self, x):
+        x = x.reshape(x.shape[0], -1)
+        if x.shape[1] != self.in_features:
+            raise ValueError(f"{self.name}: expected {self.in_features} input features, got {x.shape[1]}")
+        return x @ self.weight.T + self.bias
+
+    def output_shape(self, shape):
+        return (self.out_features,)
+
+
+def conv_out_size(n: int, k: int, s: int, p: int) -> int:
+    return (n + 2 * p - k) // s + 1
+
+
+class Conv2d(Layer):
+    param_names = ("weight", "bias")
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, groups=1, name="conv"):
+        self.name = name
+        kh, kw = (kernel_size, kernel_size) if np.isscalar(kernel_size) else kernel_size
+        self.stride = (stride, stride) if np.isscalar(stride) else tuple(stride)
+        self.padding = (padding, padding) if np.isscalar(padding) else tuple(padding)
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"{name}: channels {in_channels}->{out_channels} not divisible by groups={groups}")
+        self.in_channels, self.out_channels, self.groups = int(in_channels), int(out_channels), int(groups)
+        self.kernel_size = (int(kh), int(kw))
+        self.weight = np.zeros((out_channels, in_channels // groups, kh, kw), np.float32)
+        self.bias = np.zeros(out_channels, np.float32)
+
+    def output_shape(self, shape):
+        c, h, w = shape
+        return (self.out_channels,
+                conv_out_size(h, self.kernel_size[0], self.stride[0], self.padding[0]),
+                conv_out_size(w, self.kernel_size[1], self.stride[1], self.padding[1]))
+
+    def forward(self, x):
+        n, c, h, w = x.shape
+        if c != self.in_channels:
+            raise ValueError(f"{self.name}: expected {self.in_channels} channels, got {c}")
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        _, oh, ow = self.output_shape((c, h, w))
+        xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+        win = sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw][:, :, :oh, :ow]
+        g, icg, ocg = self.groups, c // self.groups, self.out_channels // self.groups
+        out = np.empty((n, self.out_channels, oh * ow), np.float32)
+        for gi in range(g):
+            cols = win[:, gi * icg:(gi + 1) * icg].transpose(0, 2, 3, 1, 4, 5).reshape(n, oh * ow, icg * kh * kw)
+            wm = self.weight[gi * ocg:(gi + 1) * ocg].reshape(ocg, -1)
+            out[:, gi * ocg:(gi + 1) * ocg] = np.matmul(wm, cols.transpose(0, 2, 1))
+        out += self.bias[None, :, None]
+        return out.reshape(n, self.out_channels, oh, ow)
+
+
+class ReLU(Layer):
+    def __init__(self, name="relu"):
+        self.name = name
+
+    def forward(self, x):
+        return np.maximum(x, 0, dtype=np.float32)
+
+    def output_shape(self, shape):
+        return tuple(shape)
+
+
+def pool_out_size(n: int, k: int, s: int, p: int, ceil_mode: bool) -> int:
+    """Caffe's pooled size: rounds up, but the last window must start inside input+pad."""
+    if ceil_mode:
+        out = -(-(n + 2 * p - k) // s) + 1
+        if p > 0 and (out - 1) * s >= n + p:
+            out -= 1
+        return out
+    return (n + 2 * p - k) // s + 1
+
+
+class _Pool(Layer):
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=True, name="pool"):
+        self.name = name
+        self.kernel_size = (kernel_size, kernel_size) if np.isscalar(kernel_size) else tuple(kernel_size)
+        stride = self.kernel_size if stride is None else stride
+        self.stride = (stride, stride) if np.isscalar(stride) else tuple(stride)
+        self.padding = (padding, padding) if np.isscalar(padding) else tuple(padding)
+        self.ceil_mode = bool(ceil_mode)
+
+    def output_shape(self, shape):
+        c, h, w = shape
+        return (c,
+                pool_out_size(h, self.kernel_size[0], self.stride[0], self.padding[0], self.ceil_mode),
+                pool_out_size(w, self.kernel_size[1], self.stride[1], self.padding[1], self.ceil_mode))
+
+    def _windows(self, x, fill):
+        n, c, h, w = x.shape
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        _, oh, ow = self.output_shape((c, h, w))
+        hi_h = max(0, (oh - 1) * sh + kh - h - ph)
+        hi_w = max(0, (ow - 1) * sw + kw - w - pw)
+        xp = np.pad(x, ((0, 0), (0, 0), (ph, hi_h), (pw, hi_w)), constant_values=fill)
+        win = sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw][:, :, :oh, :ow]
+        return win, oh, ow
+
+
+class MaxPool2d(_Pool):
+    def forward(self, x):
+        win, _, _ = self._windows(x, -np.inf)
+        return win.max(axis=(4, 5)).astype(np.float32)
+
+
+class AvgPool2d(_Pool):
+    def forward(self, x):
+        n, c, h, w = x.shape
+        win, oh, ow = self._windows(x, 0.0)
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        hs = np.arange(oh) * sh - ph
+        ws = np.arange(ow) * sw - pw
+        dh = np.minimum(hs + kh, h + ph) - hs
+        dw = np.minimum(ws + kw, w + pw) - ws
+        return (win.sum(axis=(4, 5), dtype=np.float32) / (dh[:, None] * dw[None, :]).astype(np.float32)).astype(np.float32)
+
+
+class LRN(Layer):
+    """Caffe LRN, ACROSS_CHANNELS: x / (k + alpha/size * sum_window x^2)^beta."""
+
+    def __init__(self, size=5, alpha=1e-4, beta=0.75, k=1.0, name="norm"):
+        if size % 2 == 0:
+            raise ValueError("LRN size must be odd")
+        self.name, self.size, self.alpha, self.beta, self.k = name, int(size), float(alpha), float(beta), float(k)
+
+    def output_shape(self, shape):
+        return tuple(shape)
+
+    def forward(self, x):
+        half = self.size // 2
+        sq = np.pad(x.astype(np.float32) ** 2, ((0, 0), (half, half), (0, 0), (0, 0)))
+        acc = sliding_window_view(sq, self.size, axis=1).sum(axis=-1, dtype=np.float32)
+        scale = np.float32(self.k) + np.float32(self.alpha / self.size) * acc
+        return (x * scale ** np.float32(-self.beta)).astype(np.float32)
+
+
+class Flatten(Layer):
+    def __init__(self, name="flatten"):
+        self.name = name
+
+    def forward(self, x):
+        return x.reshape(x.shape[0], -1)
+
+    def output_shape(self, shape):
+        return (int(np.prod(shape)),)
+
+
+class Softmax(Layer):
+    """Softmax over the channel axis (axis 1), as Caffe's."""
+
+    def __init__(self, name="prob"):
+        self.name = name
+
+    def forward(self, x):
+        z = x - x.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+    def output_shape(self, shape):
+        return tuple(shape)
+
+
+class Dropout(Layer):
+    """Inference no-op (training behaviour arrives with the trainer)."""
+
+    def __init__(self, p=0.5, name="drop"):
+        self.name, self.p = name, float(p)
+
+    def forward(self, x):
+        return x
+
+    def output_shape(self, shape):
+        return tuple(shape)
+
+
+@dataclass
+class Sequential:
+    """An ordered network with its input contract.
+
+    ``mean``/``std`` are per input channel (or one value for all); the forward
+    computes ``(x - mean) / std`` first, so callers pass plain pixels in [0, 1].
+    """
+
+    layers: list
+    input_shape: tuple
+    name: str = "model"
+    mean: np.ndarray = field(default_factory=lambda: np.zeros(1, np.float32))
+    std: np.ndarray = field(default_factory=lambda: np.ones(1, np.float32))
+    labels: list | None = None
+    metadata: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.input_shape = tuple(int(d) for d in self.input_shape)
+        self.mean = np.asarray(self.mean, np.float32).reshape(-1)
+        self.std = np.asarray(self.std, np.float32).reshape(-1)
+        names = [l.name for l in self.layers]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"duplicate layer names: {sorted(dup)}")
+
+    # -- structure ---------------------------------------------------------
+    def weighted(self):
+        return [l for l in self.layers if isinstance(l, (Linear, Conv2d))]
+
+    def __getitem__(self, name):
+        for l in self.layers:
+            if l.name == name:
+                return l
+        raise KeyError(name)
+
+    def shapes(self):
+        """Per-sample output shape of every layer, in order."""
+        out, s = [], self.input_shape
+        for l in self.layers:
+            s = l.output_shape(s)
+            out.append(s)
+        return out
+
+    @property
+    def output_shape(self):
+        return self.shapes()[-1] if self.layers else self.input_shape
+
+    def n_params(self):
+        return sum(l.weight.size + l.bias.size for l in self.weighted())
+
+    # -- forward -----------------------------------------------------------
+    def normalize(self, x):
+        if self.mean.size == 1:
+            return ((x - self.mean[0]) / self.std[0]).astype(np.float32)
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        return ((x - self.mean.reshape(shape)) / self.std.reshape(shape)).astype(np.float32)
+
+    def forward(self, x):
+        x = np.asarray(x, np.float32)
+        single = x.shape == self.input_shape
+        if single:
+            x = x[None]
+        if x.shape[1:] != self.input_shape:
+            raise ValueError(f"{self.name}: expected input [N, {', '.join(map(str, self.input_shape))}], got {list(x.shape)}")
+        x = self.normalize(x)
+        for l in self.layers:
+            x = l.forward(x)
+        return x[0] if single else x
+
+    __call__ = forward
+
+    # -- parameters --------------------------------------------------------
+    def state_dict(self):
+        return {f"{l.name}.{p}": getattr(l, p) for l in self.weighted() for p in l.param_names}
+
+    def load_state_dict(self, state):
+        for key, arr in state.items():
+            lname, _, pname = key.rpartition(".")
+            layer = self[lname]
+            cur = getattr(layer, pname)
+            arr = np.asarray(arr, np.float32)
+            if arr.shape != cur.shape:
+                raise ValueError(f"{key}: shape {arr.shape} != expected {cur.shape}")
+            setattr(layer, pname, arr.copy())
+        missing = set(self.state_dict()) - set(state)
+        if missing:
+            raise ValueError(f"missing parameters: {sorted(missing)}")
+
+    def save_npz(self, path):
+        np.savez(path, **self.state_dict())
+
+    def load_npz(self, path):
+        with np.load(path) as z:
+            self.load_state_dict({k: z[k] for k in z.files})
+        return self
+
+
+def he_init(model: Sequential, seed: int = 0, bias_std: float = 0.01) -> Sequential:
+    """Seeded He-normal weights and small normal biases for every weighted layer."""
+    rng = np.random.default_rng(seed)
+    for l in model.weighted():
+        fan_in = int(np.prod(l.weight.shape[1:]))
+        l.weight = (rng.standard_normal(l.weight.shape, dtype=np.float32) * np.float32(math.sqrt(2.0 / fan_in)))
+        l.bias = (rng.standard_normal(l.bias.shape, dtype=np.float32) * np.float32(bias_std))
+    return model

@@ -1,0 +1,130 @@
+"""Python API of the native runtime: ``dcrt.load(path).infer(x)``.
+
+Thin: argument checks, array conversion, errors. The work happens in dcrt._core.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from .errors import FormatError, NativeUnavailableError
+
+
+def _core():
+    try:
+        from . import _core
+    except ImportError as e:  # pragma: no cover - exercised only where the build failed
+        raise NativeUnavailableError(
+            f"dcrt's native runtime (dcrt._core) is not available: {e}. Reinstall with `pip install .`; "
+            "the pure-Python compressor (dcrt.compress / dcrt.decompress) works without it.") from e
+    return _core
+
+
+def _threads(threads):
+    if threads is None:
+        try:
+            return len(os.sched_getaffinity(0))
+        except AttributeError:  # pragma: no cover - not Linux
+            return os.cpu_count() or 1
+    threads = int(threads)
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    return threads
+
+
+class Model:
+    """A compressed network loaded by the native runtime. Safe to share between threads."""
+
+    def __init__(self, native, path=None):
+        self._m = native
+        self.path = path
+        try:
+            from .format import parse_meta
+            self.meta = parse_meta(native.meta_json)
+        except FormatError:
+            raise
+
+    @property
+    def name(self) -> str:
+        return self.meta["name"]
+
+    @property
+    def labels(self):
+        return self.meta.get("labels")
+
+    @property
+    def input_shape(self) -> tuple:
+        return self._m.input_shape
+
+    @property
+    def output_shape(self) -> tuple:
+        return self._m.output_shape
+
+    @property
+    def threads(self) -> int:
+        return self._m.threads
+
+    @property
+    def load_stats(self) -> dict:
+        """Seconds spent parsing, decoding Huffman streams and building the layout."""
+        return self._m.load_stats
+
+    def layers(self) -> list:
+        """Per weighted layer: shape, storage, bits, non-zeros and the kernel that runs it."""
+        return self._m.layers
+
+    def infer(self, x) -> np.ndarray:
+        """Run the network on float32 ``x`` shaped ``[N, *input_shape]`` or ``input_shape``.
+
+        Raises TypeError for another dtype, ValueError for a wrong shape or NaN/Inf.
+        The GIL is released while the network runs."""
+        if not isinstance(x, np.ndarray):
+            raise TypeError(f"infer: expected a numpy float32 array, got {type(x).__name__}")
+        return self._m.infer(x)
+
+    __call__ = infer
+
+    def summary(self) -> str:
+        """The layer table as text (also printed by ``dcrt info``)."""
+        rows = [("op", "type", "output", "storage", "weights", "nnz", "bits w/idx", "kernel")]
+        layers = self._m.layers
+        for i, op in enumerate(self._m.ops):
+            if op["layer"] >= 0:
+                L = layers[op["layer"]]
+                dens = L["nnz"] / (L["rows"] * L["cols"]) if L["storage"] == "sparse" else 1.0
+                rows.append((f"{i}", f"{op['type']} {L['name']}", "x".join(map(str, op["out_shape"])), L["storage"],
+                             f"{L['rows'] * L['cols']:,}",
+                             f"{L['nnz']:,} ({100 * dens:.1f}%)" if L["storage"] == "sparse" else "-",
+                             f"{L['code_bits']}/{L['index_bits']}" if L["storage"] == "sparse" else "32/-",
+                             L["kernel"]))
+            else:
+                rows.append((f"{i}", op["type"], "x".join(map(str, op["out_shape"])), "", "", "", "", ""))
+        w = [max(len(r[k]) for r in rows) for k in range(len(rows[0]))]
+        lines = [f"{self.name}: input {list(self.input_shape)} -> output {list(self.output_shape)}, "
+                 f"{self.threads} threads"]
+        lines += ["  ".join(c.ljust(w[k]) for k, c in enumerate(r)).rstrip() for r in rows]
+        return "\n".join(lines)
+
+    def __repr__(self):
+        return f"<dcrt.Model {self.name!r} input={list(self.input_shape)} output={list(self.output_shape)}>"
+
+
+def loads(data, device: str = "cpu", threads: int | None = None) -> Model:
+    """Load a model from the bytes of a .dcz file. Any malformed byte string raises
+    :class:`dcrt.FormatError` naming the section and field."""
+    if device != "cpu":
+        raise ValueError(f"device {device!r} is not available in this build (only 'cpu'; CUDA arrives with its issue)")
+    if not isinstance(data, bytes):
+        data = bytes(data)
+    return Model(_core().Model(data, _threads(threads)))
+
+
+def load(path, device: str = "cpu", threads: int | None = None) -> Model:
+    """Load a .dcz file for inference. ``threads=None`` uses every core this process may run on."""
+    with open(os.fspath(path), "rb") as f:
+        data = f.read()
+    m = loads(data, device, threads)
+    m.path = os.fspath(path)
+    return m
