@@ -42,8 +42,10 @@ def prune_density(w: np.ndarray, density: float) -> np.ndarray:
     if k >= flat.size:
         mask[:] = True
     elif k > 0:
-        keep = np.argsort(-flat, kind="stable")[:k]
-        mask[keep] = True
+        thr = np.partition(flat, flat.size - k)[flat.size - k]  # k-th largest, O(n)
+        mask = flat > thr
+        need = k - int(np.count_nonzero(mask))
+        mask[np.flatnonzero(flat == thr)[:need]] = True
     return mask.reshape(w.shape)
 
 
@@ -180,7 +182,7 @@ def encode_layer(layer, q: QuantizedLayer | None, index_bits: int = 5, chunk_sym
                           chunk_symbols=chunk_symbols, nnz=int(np.count_nonzero(e_codes)), codebook=q.codebook,
                           colptr=colptr, code_lengths=c_len, index_lengths=i_len, code_offsets=c_off,
                           index_offsets=i_off, code_stream=c_stream, index_stream=i_stream, codes=e_codes, gaps=e_gaps)
-    if plain is None and len(fmt.pack_layer(rec)) >= len(fmt.pack_layer(plain_rec)):
+    if plain is None and fmt.layer_nbytes(rec) >= fmt.layer_nbytes(plain_rec):
         return plain_rec
     return rec
 
@@ -301,7 +303,7 @@ class LayerStats:
 
 def layer_stats(L: fmt.LayerRecord) -> LayerStats:
     orig = 4 * (L.rows * L.cols + L.rows)
-    size = len(fmt.pack_layer(L))
+    size = fmt.layer_nbytes(L)
     if L.storage == "plain":
         return LayerStats(L.name, "plain", L.n_weights, int(np.count_nonzero(L.weight)), 0, 32, 0, 32.0, 0.0,
                           orig, size, size)

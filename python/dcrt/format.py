@@ -178,21 +178,33 @@ def pack_meta(meta: dict) -> bytes:
     return json.dumps(meta, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
+def _layer_arrays(L: LayerRecord) -> list:
+    if L.storage == "plain":
+        return [np.asarray(L.bias, "<f4"), np.asarray(L.weight, "<f4").reshape(-1)]
+    return [np.asarray(L.bias, "<f4"), np.asarray(L.codebook, "<f4"), np.asarray(L.code_lengths, "u1"),
+            np.asarray(L.index_lengths, "u1"), np.asarray(L.colptr, "<u4"), np.asarray(L.code_offsets, "<u4"),
+            np.asarray(L.index_offsets, "<u4"), L.code_stream, L.index_stream]
+
+
+def layer_nbytes(L: LayerRecord) -> int:
+    """Size of the layer's section (§4), computed without serialising it."""
+    n = LAYER_HEADER.size
+    for a in _layer_arrays(L):
+        n = _align(n, ARRAY_ALIGN) + (len(a) if isinstance(a, (bytes, bytearray)) else a.nbytes)
+    return n
+
+
 def pack_layer(L: LayerRecord) -> bytes:
     if L.storage == "plain":
         head = LAYER_HEADER.pack(STORAGE_PLAIN, {"linear": 1, "conv2d": 2}[L.kind], L.rows, L.cols, L.kh, L.kw,
                                  0, 0, 0, 0, 0, 0, 0, 0, L.name.encode()[:32])
-        arrays = [np.asarray(L.bias, "<f4"), np.asarray(L.weight, "<f4").reshape(-1)]
     else:
         nent = L.n_entries
         head = LAYER_HEADER.pack(STORAGE_SPARSE, {"linear": 1, "conv2d": 2}[L.kind], L.rows, L.cols, L.kh, L.kw,
                                  L.code_bits, L.index_bits, 0, L.chunk_symbols, nent, L.nnz,
                                  len(L.code_stream), len(L.index_stream), L.name.encode()[:32])
-        arrays = [np.asarray(L.bias, "<f4"), np.asarray(L.codebook, "<f4"), np.asarray(L.code_lengths, "u1"),
-                  np.asarray(L.index_lengths, "u1"), np.asarray(L.colptr, "<u4"), np.asarray(L.code_offsets, "<u4"),
-                  np.asarray(L.index_offsets, "<u4"), L.code_stream, L.index_stream]
     out = bytearray(head)
-    for a in arrays:
+    for a in _layer_arrays(L):
         out += bytes(_align(len(out), ARRAY_ALIGN) - len(out))
         out += a if isinstance(a, (bytes, bytearray)) else a.tobytes()
     return bytes(out)
