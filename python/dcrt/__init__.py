@@ -5,7 +5,7 @@ Compress with ``dcrt.compress`` (pure Python), serve with ``dcrt.load(path).infe
 works where the extension is not built.
 """
 from . import format, huffman, nn, sparse, zoo  # noqa: F401
-from .compress import compress, decompress, prune, quantize, encode, write  # noqa: F401
+from .compressor import compress, decompress, prune, quantize, encode, write  # noqa: F401
 from .errors import FormatError, NativeUnavailableError  # noqa: F401
 from .runtime import Model, load, loads  # noqa: F401
 

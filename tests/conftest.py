@@ -1,0 +1,70 @@
+"""Shared helpers: random sparse-quantized layers, CRC fix-up for targeted corruption."""
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+
+from dcrt import format as fmt
+
+
+def random_codes(rng, rows, cols, density, code_bits, empty_cols=()):
+    """A [rows, cols] code matrix (0 = pruned) with the given density."""
+    codes = np.zeros((rows, cols), np.uint8)
+    mask = rng.random((rows, cols)) < density
+    codes[mask] = rng.integers(1, 1 << code_bits, size=int(mask.sum()))
+    codes[:, list(empty_cols)] = 0
+    return codes
+
+
+def random_codebook(rng, code_bits):
+    cb = np.zeros(1 << code_bits, np.float32)
+    cb[1:] = np.sort(rng.standard_normal((1 << code_bits) - 1).astype(np.float32))
+    return cb
+
+
+def refix_crcs(data: bytes) -> bytes:
+    """Recompute every section CRC, the table CRC and the header CRC, so that a targeted
+    corruption reaches the deeper validation instead of failing the checksum."""
+    buf = bytearray(data)
+    nsec = struct.unpack_from("<I", buf, 12)[0]
+    toff = 64
+    if len(buf) < toff + 32 * nsec:
+        return bytes(buf)
+    for i in range(nsec):
+        e = toff + 32 * i
+        off, length = struct.unpack_from("<QQ", buf, e + 8)
+        if off + length <= len(buf):
+            struct.pack_into("<I", buf, e + 24, zlib.crc32(buf[off:off + length]))
+    struct.pack_into("<I", buf, 32, zlib.crc32(buf[toff:toff + 32 * nsec]))
+    struct.pack_into("<I", buf, 60, zlib.crc32(buf[:60]))
+    return bytes(buf)
+
+
+def section_offsets(data: bytes):
+    """[(kind, index, offset, length)] from the section table."""
+    nsec = struct.unpack_from("<I", data, 12)[0]
+    return [struct.unpack_from("<IIQQ", data, 64 + 32 * i) for i in range(nsec)]
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+def tiny_model(seed=0):
+    """A small conv + fc network exercising every op type; also the golden model."""
+    from dcrt.nn import (LRN, AvgPool2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU, Sequential, Softmax,
+                         he_init)
+    m = Sequential([
+        Conv2d(3, 8, 3, stride=1, padding=1, name="conv1"), ReLU("relu1"), LRN(3, 1e-2, 0.75, 2.0, name="norm1"),
+        MaxPool2d(3, 2, padding=1, ceil_mode=True, name="pool1"),
+        Conv2d(8, 6, 3, stride=2, padding=0, groups=2, name="conv2"), ReLU("relu2"),
+        AvgPool2d(2, 1, padding=1, ceil_mode=False, name="pool2"),
+        Flatten("flatten"), Linear(6 * 3 * 3, 20, "fc1"), ReLU("relu3"), Dropout(0.5, "drop"),
+        Linear(20, 5, "fc2"), Softmax("prob"),
+    ], input_shape=(3, 9, 9), name="tiny", mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3),
+        labels=["a", "b", "c", "d", "e"], metadata={"seed": seed})
+    return he_init(m, seed)
