@@ -34,6 +34,30 @@ bool all_zero(const uint8_t* p, size_t n) {
   return true;
 }
 
+// Strict UTF-8 (no overlongs, no surrogates, <= U+10FFFF), as Python's decoder.
+bool valid_utf8(const uint8_t* s, size_t n) {
+  size_t i = 0;
+  while (i < n) {
+    const uint8_t c = s[i];
+    if (c < 0x80) { ++i; continue; }
+    int len;
+    uint32_t cp;
+    if ((c & 0xE0) == 0xC0) { len = 2; cp = c & 0x1F; }
+    else if ((c & 0xF0) == 0xE0) { len = 3; cp = c & 0x0F; }
+    else if ((c & 0xF8) == 0xF0) { len = 4; cp = c & 0x07; }
+    else return false;
+    if (i + len > n) return false;
+    for (int k = 1; k < len; ++k) {
+      if ((s[i + k] & 0xC0) != 0x80) return false;
+      cp = cp << 6 | (s[i + k] & 0x3F);
+    }
+    static const uint32_t kMin[5] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < kMin[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+    i += len;
+  }
+  return true;
+}
+
 // Bounded array reads inside one section (mirror of format.py's _Cursor).
 struct Cursor {
   const uint8_t* base;
@@ -153,6 +177,7 @@ void parse_layer(const uint8_t* b, uint64_t len, uint32_t index, LayerDesc& L) {
   auto h = load<LayerHeader>(b);
   size_t nlen = 0;
   while (nlen < 32 && h.name[nlen]) ++nlen;
+  if (!valid_utf8(reinterpret_cast<const uint8_t*>(h.name), nlen)) fail(w + ": name is not UTF-8");
   L.name.assign(h.name, nlen);
   for (size_t k = nlen; k < 32; ++k)
     if (h.name[k]) fail(w + ": name: NUL inside the name");

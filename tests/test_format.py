@@ -108,7 +108,7 @@ def test_python_and_native_readers_agree_on_zoo(tmp_path, arch):
     # and the writer's own codes survive the round trip
     for L, layer in zip(f.layers, model.weighted()):
         q = quantize_layer(layer.weight, prune_density(layer.weight, p["density"][layer.name]), p["bits"][layer.name])
-        rec = encode_layer(layer, q, p["index_bits"], 1000, plain=False)
+        rec = encode_layer(layer, q, p["index_bits"], 1000, storage="sparse")
         np.testing.assert_array_equal(rec.codes, L.codes)
 
 
@@ -165,7 +165,9 @@ def test_plain_storage_chosen_when_compression_does_not_pay(rng):
     big.weight = rng.standard_normal((300, 400)).astype(np.float32)
     q = quantize_layer(big.weight, prune_density(big.weight, 0.1), 5)
     assert encode_layer(big, q).storage == "sparse"
-    assert encode_layer(big, q, plain=True).storage == "plain"
+    assert encode_layer(big, q, storage="plain").storage == "plain"
+    small_sparse = encode_layer(layer, q=quantize_layer(layer.weight, np.ones((2, 3), bool), 8), storage="sparse")
+    assert small_sparse.storage == "sparse"
 
 
 def test_write_is_atomic(tmp_path, monkeypatch):

@@ -158,9 +158,15 @@ def quantize(model: Sequential, masks: dict, bits=None, init: str = "linear", se
 # ---------------------------------------------------------------------------------
 # Stage 3: relative indices + Huffman -> layer records
 # ---------------------------------------------------------------------------------
+STORAGES = ("auto", "sparse", "plain")
+
+
 def encode_layer(layer, q: QuantizedLayer | None, index_bits: int = 5, chunk_symbols: int = 4096,
-                 max_code_len: int = huffman.DEFAULT_MAX_LEN, plain: bool | None = None) -> fmt.LayerRecord:
-    """One weighted layer -> its .dcz record. ``plain=None`` stores fp32 when that is smaller."""
+                 max_code_len: int = huffman.DEFAULT_MAX_LEN, storage: str = "auto") -> fmt.LayerRecord:
+    """One weighted layer -> its .dcz record. ``storage="auto"`` stores plain fp32 where that
+    is smaller than the sparse-quantized form."""
+    if storage not in STORAGES:
+        raise ValueError(f"{layer.name}: storage must be one of {STORAGES}, got {storage!r}")
     kind = "conv2d" if isinstance(layer, Conv2d) else "linear"
     rows = layer.weight.shape[0]
     w2 = layer.weight.reshape(rows, -1)
@@ -170,7 +176,7 @@ def encode_layer(layer, q: QuantizedLayer | None, index_bits: int = 5, chunk_sym
     if len(layer.name.encode()) > 32:
         raise ValueError(f"layer name {layer.name!r} is longer than 32 bytes")
     plain_rec = fmt.LayerRecord(**base, storage="plain", weight=np.ascontiguousarray(w2, np.float32))
-    if plain is True or q is None:
+    if storage == "plain" or q is None:
         return plain_rec
     codes2 = q.codes.reshape(rows, -1)
     colptr, e_codes, e_gaps = encode_csc(codes2, index_bits)
@@ -182,21 +188,21 @@ def encode_layer(layer, q: QuantizedLayer | None, index_bits: int = 5, chunk_sym
                           chunk_symbols=chunk_symbols, nnz=int(np.count_nonzero(e_codes)), codebook=q.codebook,
                           colptr=colptr, code_lengths=c_len, index_lengths=i_len, code_offsets=c_off,
                           index_offsets=i_off, code_stream=c_stream, index_stream=i_stream, codes=e_codes, gaps=e_gaps)
-    if plain is None and fmt.layer_nbytes(rec) >= fmt.layer_nbytes(plain_rec):
+    if storage == "auto" and fmt.layer_nbytes(rec) >= fmt.layer_nbytes(plain_rec):
         return plain_rec
     return rec
 
 
 def encode(model: Sequential, quant: dict, index_bits=5, chunk_symbols: int = 4096,
-           max_code_len: int = huffman.DEFAULT_MAX_LEN, plain=None, progress: bool = False) -> list:
-    """Layer records in graph order. ``plain``: list of layer names to store as fp32
-    (others: automatic, fp32 only where compression does not pay)."""
+           max_code_len: int = huffman.DEFAULT_MAX_LEN, storage="auto", progress: bool = False) -> list:
+    """Layer records in graph order. ``storage``: "auto" (plain fp32 only where compression
+    does not pay), "sparse" or "plain"; one value or a dict by layer name."""
     out = []
     bar = Progress(len(model.weighted()), "encode", progress)
     for l in model.weighted():
-        force = True if plain is not None and l.name in plain else None
         ib = int(_per_layer(index_bits, l.name, 5))
-        out.append(encode_layer(l, quant.get(l.name), ib, chunk_symbols, max_code_len, force))
+        st = _per_layer(storage, l.name, "auto")
+        out.append(encode_layer(l, quant.get(l.name), ib, chunk_symbols, max_code_len, st))
         bar.update(l.name)
     return out
 
@@ -392,11 +398,12 @@ def write(path, model: Sequential, layers: list) -> Report:
 
 def compress(model: Sequential, path, *, density=None, quality=None, bits=None, index_bits=5,
              init: str = "linear", chunk_symbols: int = 4096, max_code_len: int = huffman.DEFAULT_MAX_LEN,
-             plain=None, seed: int = 0, progress: bool = True) -> Report:
+             storage="auto", seed: int = 0, progress: bool = True) -> Report:
     """Prune, quantize, Huffman-code and write ``model`` to ``path`` in one call.
 
-    density / quality / bits / index_bits: a number for every layer or a dict by layer name
-    (e.g. ``dcrt.zoo.PAPER["vgg16"]``). Without density or quality nothing is pruned.
+    density / quality / bits / index_bits / storage: one value for every layer or a dict by
+    layer name (e.g. ``dcrt.zoo.PAPER["vgg16"]``). Without density or quality nothing is
+    pruned. ``storage``: "auto" | "sparse" | "plain".
     """
     if init not in INITS + ("forgy",):
         raise ValueError(f"unknown init {init!r}; choose from {INITS}")
@@ -405,7 +412,7 @@ def compress(model: Sequential, path, *, density=None, quality=None, bits=None, 
     bar.update("pruned")
     quant = quantize(model, masks, bits, init, seed)
     bar.update("quantized")
-    layers = encode(model, quant, index_bits, chunk_symbols, max_code_len, plain)
+    layers = encode(model, quant, index_bits, chunk_symbols, max_code_len, storage)
     bar.update("encoded")
     rep = write(path, model, layers)
     bar.update("written")

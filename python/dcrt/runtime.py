@@ -38,13 +38,14 @@ class Model:
     """A compressed network loaded by the native runtime. Safe to share between threads."""
 
     def __init__(self, native, path=None):
+        from .format import parse_meta
         self._m = native
         self.path = path
-        try:
-            from .format import parse_meta
-            self.meta = parse_meta(native.meta_json)
-        except FormatError:
-            raise
+        self.meta = parse_meta(native.meta_json)
+        labels = self.meta.get("labels")
+        n_out = int(np.prod(native.output_shape))
+        if labels is not None and len(labels) != n_out:
+            raise FormatError(f"META: labels: {len(labels)} labels for an output of {n_out} values")
 
     @property
     def name(self) -> str:

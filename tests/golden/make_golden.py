@@ -16,7 +16,7 @@ import dcrt  # noqa: E402
 from conftest import tiny_model  # noqa: E402
 
 SETTINGS = dict(density={"conv1": 0.6, "conv2": 0.3, "fc1": 0.1}, bits={"conv1": 6, "conv2": 4, "fc1": 5, "fc2": 5},
-                index_bits={"conv1": 3, "conv2": 2, "fc1": 2, "fc2": 5}, chunk_symbols=64, plain=["fc2"],
+                index_bits={"conv1": 3, "conv2": 2, "fc1": 2, "fc2": 5}, chunk_symbols=64, storage={"fc2": "plain"},
                 progress=False)
 
 

@@ -1,0 +1,142 @@
+"""Every registered kernel against its reference twin (DESIGN: one registry drives the tests).
+
+Inputs are generated around the edges: nnz = 0, empty columns, a single row, the largest
+relative jump (fillers), every code width, all-zero and half-zero activations. Float kernels
+agree within a tolerance scaled by the reduction length.
+"""
+import numpy as np
+import pytest
+
+from dcrt import _core
+from dcrt.sparse import encode_csc
+
+from conftest import random_codebook, random_codes
+
+KERNELS = _core.kernels()
+
+
+def by_op(op):
+    ks = [k for k in KERNELS if k["op"] == op]
+    ref = [k["name"] for k in ks if k["reference"]]
+    assert len(ref) == 1, f"{op}: exactly one reference twin"
+    return ref[0], [k["name"] for k in ks if not k["reference"] and k["supported"]]
+
+
+def test_registry_names_say_what_the_kernel_is():
+    for k in KERNELS:
+        assert k["name"].startswith(k["op"] if k["op"] != "huffman" else "huffman_decode")
+        assert k["name"].endswith("__" + k["isa"]), k["name"]
+    for op in ("spmv", "spmm", "conv", "huffman"):
+        ref, fast = by_op(op)
+        assert fast, f"{op}: no optimised kernel registered"
+
+
+def rel16(codes, index_bits, code_bits):
+    colptr, e_codes, gaps = encode_csc(codes, index_bits)
+    entries = (gaps.astype(np.uint16) << code_bits) | e_codes
+    return colptr, entries.astype(np.uint16)
+
+
+def tol(k):
+    """Absolute tolerance for a sum of k terms of magnitude ~1 in fp32."""
+    return 1e-6 * (4 + k)
+
+
+MATRICES = [
+    # rows, cols, density, code_bits, index_bits
+    (1, 1, 1.0, 1, 1),
+    (1, 17, 0.5, 2, 1),
+    (33, 1, 0.3, 5, 2),
+    (300, 40, 0.0, 5, 5),  # nnz = 0
+    (300, 40, 0.04, 5, 3),  # long gaps: many fillers
+    (257, 65, 0.5, 8, 8),
+    (64, 130, 1.0, 4, 1),  # full columns
+    (1000, 20, 0.01, 3, 1),  # the largest relative jumps at width 1
+]
+
+
+@pytest.mark.parametrize("shape", MATRICES, ids=str)
+@pytest.mark.parametrize("xkind", ["dense", "half_zero", "all_zero"])
+def test_spmv_matches_reference(rng, shape, xkind):
+    rows, cols, dens, cb_bits, ib = shape
+    codes = random_codes(rng, rows, cols, dens, cb_bits, empty_cols=(0,) if cols > 2 else ())
+    colptr, entries = rel16(codes, ib, cb_bits)
+    cb = random_codebook(rng, cb_bits)
+    x = rng.standard_normal(cols).astype(np.float32)
+    if xkind == "half_zero":
+        x[rng.random(cols) < 0.5] = 0
+    elif xkind == "all_zero":
+        x[:] = 0
+    ref_name, fast = by_op("spmv")
+    ref = _core.spmv(ref_name, rows, colptr, entries, cb_bits, cb, x)
+    np.testing.assert_allclose(ref, cb[codes].astype(np.float64) @ x, atol=tol(cols))
+    for name in fast:
+        np.testing.assert_allclose(_core.spmv(name, rows, colptr, entries, cb_bits, cb, x), ref, atol=tol(cols),
+                                   err_msg=name)
+
+
+@pytest.mark.parametrize("shape", MATRICES, ids=str)
+@pytest.mark.parametrize("n", [1, 2, 7, 8, 9, 64])
+def test_spmm_matches_reference(rng, shape, n):
+    rows, cols, dens, cb_bits, ib = shape
+    codes = random_codes(rng, rows, cols, dens, cb_bits)
+    colptr, entries = rel16(codes, ib, cb_bits)
+    cb = random_codebook(rng, cb_bits)
+    xt = rng.standard_normal((cols, n)).astype(np.float32)
+    xt[:, ::3] = 0
+    ref_name, fast = by_op("spmm")
+    ref = _core.spmm(ref_name, rows, colptr, entries, cb_bits, cb, xt)
+    np.testing.assert_allclose(ref, cb[codes].astype(np.float64) @ xt, atol=tol(cols))
+    for name in fast:
+        np.testing.assert_allclose(_core.spmm(name, rows, colptr, entries, cb_bits, cb, xt), ref, atol=tol(cols),
+                                   err_msg=name)
+
+
+CONVS = [
+    # C, H, W, out_c, k, stride, pad, groups, density, tile
+    (1, 5, 5, 1, 1, 1, 0, 1, 1.0, 0),
+    (3, 9, 9, 4, 3, 1, 1, 1, 0.5, 0),
+    (4, 10, 7, 6, 3, 2, 1, 2, 0.4, 5),  # grouped, strided, tile not dividing the pixels
+    (2, 6, 6, 3, 5, 1, 2, 1, 0.0, 0),  # nnz = 0
+    (8, 13, 13, 8, 3, 1, 0, 4, 0.3, 64),
+    (3, 23, 23, 4, 11, 4, 0, 1, 0.6, 7),  # AlexNet conv1-like
+]
+
+
+@pytest.mark.parametrize("geom", CONVS, ids=str)
+def test_conv_matches_reference_and_numpy(rng, geom):
+    from dcrt.nn import Conv2d
+    C, H, W, oc, k, s, p, g, dens, tile = geom
+    cb_bits, ib = 6, 2
+    codes = random_codes(rng, oc, C // g * k * k, dens, cb_bits)
+    colptr, entries = rel16(codes, ib, cb_bits)
+    cb = random_codebook(rng, cb_bits)
+    x = rng.standard_normal((C, H, W)).astype(np.float32)
+    x[:, ::2, :] = 0
+    ref_name, fast = by_op("conv")
+    args = (colptr, entries, cb_bits, cb, x, oc, k, k, s, s, p, p, g)
+    ref = _core.conv(ref_name, *args, 0)
+    layer = Conv2d(C, oc, k, s, p, g)
+    layer.weight = cb[codes].reshape(layer.weight.shape)
+    np.testing.assert_allclose(ref, layer.forward(x[None])[0], atol=tol(codes.shape[1]))
+    for name in fast:
+        for t in {0, tile}:
+            np.testing.assert_allclose(_core.conv(name, *args, t), ref, atol=tol(codes.shape[1]),
+                                       err_msg=f"{name} tile={t}")
+
+
+def test_kernel_entry_points_reject_bad_inputs(rng):
+    codes = random_codes(rng, 10, 4, 0.5, 3)
+    colptr, entries = rel16(codes, 2, 3)
+    cb = random_codebook(rng, 3)
+    x = np.ones(4, np.float32)
+    with pytest.raises(ValueError, match="entries run past rows"):
+        _core.spmv("spmv_q_rel16__generic", 5, colptr, entries, 3, cb, x)
+    with pytest.raises(ValueError, match="no spmv kernel"):
+        _core.spmv("nope", 10, colptr, entries, 3, cb, x)
+    bad = colptr.copy()
+    bad[1] = 1000
+    with pytest.raises(ValueError):
+        _core.spmv("spmv_q_rel16__generic", 10, bad, entries, 3, cb, x)
+    with pytest.raises(ValueError, match="x must be"):
+        _core.spmv("spmv_q_rel16__generic", 10, colptr, entries, 3, cb, np.ones(5, np.float32))

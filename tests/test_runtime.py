@@ -1,0 +1,202 @@
+"""dcrt.load(p).infer(x) against the numpy forward of decompress(p): whole zoo networks, each
+op type, batch and thread variants, input validation, concurrency and GIL release."""
+import threading
+
+import numpy as np
+import pytest
+
+import dcrt
+from dcrt import zoo
+from dcrt.nn import (LRN, AvgPool2d, Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential, Softmax, he_init)
+
+from conftest import tiny_model
+
+
+def compress_and_load(tmp_path, model, threads=None, **kw):
+    path = tmp_path / f"{model.name}.dcz"
+    kw.setdefault("progress", False)
+    dcrt.compress(model, path, **kw)
+    return dcrt.load(path, threads=threads), dcrt.decompress(path)
+
+
+def assert_close(y, ref, what=""):
+    # fp32 with different summation orders: scale the tolerance by the output magnitude
+    np.testing.assert_allclose(y, ref, rtol=2e-4, atol=2e-5 * (1 + float(np.abs(ref).max())), err_msg=what)
+
+
+@pytest.mark.parametrize("arch", ["lenet-300-100", "lenet-5", "alexnet",
+                                  pytest.param("vgg16", marks=pytest.mark.slow)])
+def test_zoo_network_matches_decompressed_forward(tmp_path, arch):
+    model = zoo.build(arch, seed=1)
+    p = zoo.PAPER[arch]
+    m, ref = compress_and_load(tmp_path, model, density=p["density"], bits=p["bits"], index_bits=p["index_bits"])
+    rng = np.random.default_rng(0)
+    n = 1 if arch in ("alexnet", "vgg16") else 5
+    x = rng.random((n,) + model.input_shape, dtype=np.float32)
+    y = m.infer(x)
+    assert y.shape == (n, 10 if arch.startswith("lenet") else 1000) and y.dtype == np.float32
+    assert_close(y, ref.forward(x), arch)
+    # softmax outputs
+    np.testing.assert_allclose(y.sum(axis=1), 1, rtol=1e-5)
+
+
+def single_op_models():
+    def seq(layers, shape):
+        return he_init(Sequential(layers, input_shape=shape, name="op"), seed=2)
+    yield "linear", seq([Linear(37, 23, "fc")], (37,))
+    yield "linear_from_3d", seq([Linear(2 * 3 * 4, 5, "fc")], (2, 3, 4))
+    yield "conv_stride_pad", seq([Conv2d(3, 5, 3, stride=2, padding=1, name="c")], (3, 11, 8))
+    yield "conv_groups", seq([Conv2d(6, 4, (3, 2), stride=(1, 2), padding=(0, 1), groups=2, name="c")], (6, 7, 9))
+    yield "conv_1x1", seq([Conv2d(4, 8, 1, name="c")], (4, 5, 5))
+    for ceil in (True, False):
+        yield f"maxpool_ceil{int(ceil)}", seq([MaxPool2d(3, 2, padding=1, ceil_mode=ceil, name="p")], (3, 8, 7))
+        yield f"avgpool_ceil{int(ceil)}", seq([AvgPool2d(3, 2, padding=1, ceil_mode=ceil, name="p")], (3, 8, 7))
+    yield "avgpool_nopad", seq([AvgPool2d(2, 2, name="p")], (2, 6, 6))
+    yield "lrn", seq([LRN(5, 1e-2, 0.75, 1.5, name="n")], (7, 3, 3))
+    yield "softmax_1d", seq([Softmax("s")], (10,))
+    yield "softmax_3d", seq([Softmax("s")], (4, 2, 3))
+    yield "relu_flatten", seq([ReLU("r"), Flatten("f")], (3, 2, 2))
+
+
+OP_CASES = [(name, model, storage) for name, model in single_op_models()
+            for storage in (["sparse", "plain"] if model.weighted() else ["auto"])]
+
+
+@pytest.mark.parametrize("name,model,storage", OP_CASES, ids=[f"{c[0]}-{c[2]}" for c in OP_CASES])
+def test_each_op_matches_numpy(tmp_path, rng, name, model, storage):
+    m, ref = compress_and_load(tmp_path, model, density=0.5, bits=4, index_bits=2, storage=storage)
+    if model.weighted():
+        assert [L["storage"] for L in m.layers()] == [storage] * len(model.weighted())
+    x = rng.standard_normal((3,) + model.input_shape).astype(np.float32)
+    assert_close(m.infer(x), ref.forward(x), name)
+
+
+def test_normalisation_is_applied(tmp_path, rng):
+    model = tiny_model()
+    m, ref = compress_and_load(tmp_path, model, density=0.5, storage="sparse")
+    x = rng.random((2,) + model.input_shape, dtype=np.float32)
+    assert_close(m.infer(x), ref.forward(x))
+
+
+def test_single_sample_and_batch_agree(tmp_path, rng):
+    model = zoo.lenet5(seed=4)
+    m, _ = compress_and_load(tmp_path, model, density=0.3)
+    x = rng.random((9,) + model.input_shape, dtype=np.float32)
+    yb = m.infer(x)
+    for i in (0, 4, 8):
+        y1 = m.infer(x[i])
+        assert y1.shape == (10,)
+        assert_close(y1, yb[i])
+    assert m.infer(x[:0]).shape == (0, 10)
+    # non-contiguous input is accepted (copied)
+    assert_close(m.infer(np.ascontiguousarray(x[::2])), m.infer(x[::2]))
+
+
+def test_thread_counts_agree(tmp_path, rng):
+    model = zoo.lenet_300_100(seed=5)
+    path = tmp_path / "l.dcz"
+    dcrt.compress(model, path, density=0.5, progress=False)
+    x = rng.random((3, 784), dtype=np.float32)
+    outs = [dcrt.load(path, threads=t).infer(x) for t in (1, 2, 3, 8)]
+    for y in outs[1:]:
+        assert_close(y, outs[0])
+    assert dcrt.load(path, threads=3).threads == 3
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        dcrt.load(path, threads=0)
+
+
+@pytest.fixture(scope="module")
+def lenet(tmp_path_factory):
+    path = tmp_path_factory.mktemp("m") / "lenet5.dcz"
+    dcrt.compress(zoo.lenet5(seed=6), path, density=0.3, progress=False)
+    return dcrt.load(path)
+
+
+def test_wrong_dtype_is_a_type_error(lenet):
+    with pytest.raises(TypeError, match="float32.*float64"):
+        lenet.infer(np.zeros((1, 1, 28, 28)))
+    with pytest.raises(TypeError, match="float32"):
+        lenet.infer(np.zeros((1, 1, 28, 28), np.int32))
+    with pytest.raises(TypeError, match="numpy"):
+        lenet.infer([[0.0] * 784])
+
+
+@pytest.mark.parametrize("shape", [(784,), (1, 784), (1, 28, 28, 1), (2, 1, 28), (1, 1, 1, 28, 28), ()])
+def test_wrong_shape_is_a_value_error_naming_the_expected_shape(lenet, shape):
+    with pytest.raises(ValueError, match=r"expected shape \[N, 1, 28, 28\] or \[1, 28, 28\]"):
+        lenet.infer(np.zeros(shape, np.float32))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_input_is_a_value_error(lenet, bad):
+    x = np.zeros((2, 1, 28, 28), np.float32)
+    x[1, 0, 3, 4] = bad
+    with pytest.raises(ValueError, match=r"NaN or Inf \(sample 1, flat index 88\)"):
+        lenet.infer(x)
+    assert lenet.infer(np.zeros((1, 1, 28, 28), np.float32)).shape == (1, 10)  # still usable
+
+
+def test_concurrent_infer_on_one_model(lenet):
+    rng = np.random.default_rng(7)
+    xs = [rng.random((int(rng.integers(1, 6)), 1, 28, 28), dtype=np.float32) for _ in range(16)]
+    expected = [lenet.infer(x) for x in xs]
+    errors, results = [], {}
+
+    def work(i):
+        try:
+            for _ in range(20):
+                results[i] = lenet.infer(xs[i])
+                np.testing.assert_array_equal(results[i], expected[i])
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+
+
+def test_infer_releases_the_gil(tmp_path):
+    model = zoo.lenet5(seed=8)
+    path = tmp_path / "l.dcz"
+    dcrt.compress(model, path, density=0.5, progress=False)
+    m = dcrt.load(path, threads=1)
+    x = np.random.default_rng(0).random((256, 1, 28, 28), dtype=np.float32)
+    done = threading.Event()
+    ticks = 0
+
+    def run():
+        for _ in range(5):
+            m.infer(x)
+        done.set()
+
+    t = threading.Thread(target=run)
+    t.start()
+    while not done.is_set():
+        ticks += 1  # pure-Python work: only progresses while infer does not hold the GIL
+    t.join()
+    assert ticks > 1000
+
+
+def test_summary_and_metadata(tmp_path):
+    model = tiny_model()
+    m, _ = compress_and_load(tmp_path, model, density=0.5, storage={"fc1": "sparse", "conv1": "sparse", "conv2": "sparse", "fc2": "plain"})
+    s = m.summary()
+    for word in ("tiny", "conv2d conv1", "lrn", "maxpool", "plain", "sparse", "conv_q_rel16__generic", "5"):
+        assert word in s
+    assert m.labels == list("abcde") and m.name == "tiny"
+    assert m.input_shape == (3, 9, 9) and m.output_shape == (5,)
+    assert set(m.load_stats) >= {"parse_s", "decode_s", "total_s"}
+    assert "tiny" in repr(m)
+
+
+def test_device_other_than_cpu_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="device 'cuda'"):
+        dcrt.loads(b"", device="cuda")
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        dcrt.load(tmp_path / "nope.dcz")
