@@ -142,16 +142,20 @@ def quantize_layer(w: np.ndarray, mask: np.ndarray, bits: int, init: str = "line
     return QuantizedLayer(codebook, codes, bits)
 
 
+def _bar(progress, n, desc):
+    return progress if isinstance(progress, Progress) else Progress(n, desc, bool(progress))
+
+
 def quantize(model: Sequential, masks: dict, bits=None, init: str = "linear", seed: int = 0,
-             progress: bool = False) -> dict:
+             progress=False) -> dict:
     """k-means weight sharing per layer. ``bits``: number or dict by name; default 8 for
-    conv, 5 for fc (the paper's)."""
+    conv, 5 for fc (the paper's). ``progress``: bool, or a Progress bar to advance."""
     out = {}
-    bar = Progress(len(model.weighted()), "quantize", progress)
+    bar = _bar(progress, len(model.weighted()), "quantize")
     for l in model.weighted():
         b = _per_layer(bits, l.name, 8 if isinstance(l, Conv2d) else 5)
         out[l.name] = quantize_layer(l.weight, masks[l.name], int(b), init, seed)
-        bar.update(l.name)
+        bar.update(f"quantized {l.name}")
     return out
 
 
@@ -194,16 +198,16 @@ def encode_layer(layer, q: QuantizedLayer | None, index_bits: int = 5, chunk_sym
 
 
 def encode(model: Sequential, quant: dict, index_bits=5, chunk_symbols: int = 4096,
-           max_code_len: int = huffman.DEFAULT_MAX_LEN, storage="auto", progress: bool = False) -> list:
+           max_code_len: int = huffman.DEFAULT_MAX_LEN, storage="auto", progress=False) -> list:
     """Layer records in graph order. ``storage``: "auto" (plain fp32 only where compression
     does not pay), "sparse" or "plain"; one value or a dict by layer name."""
     out = []
-    bar = Progress(len(model.weighted()), "encode", progress)
+    bar = _bar(progress, len(model.weighted()), "encode")
     for l in model.weighted():
         ib = int(_per_layer(index_bits, l.name, 5))
         st = _per_layer(storage, l.name, "auto")
         out.append(encode_layer(l, quant.get(l.name), ib, chunk_symbols, max_code_len, st))
-        bar.update(l.name)
+        bar.update(f"encoded {l.name}")
     return out
 
 
@@ -407,13 +411,12 @@ def compress(model: Sequential, path, *, density=None, quality=None, bits=None, 
     """
     if init not in INITS + ("forgy",):
         raise ValueError(f"unknown init {init!r}; choose from {INITS}")
-    bar = Progress(4, f"compress {model.name}", progress)
+    n = len(model.weighted())
+    bar = Progress(2 * n + 2, f"compress {model.name}", progress)
     masks = prune(model, density, quality)
     bar.update("pruned")
-    quant = quantize(model, masks, bits, init, seed)
-    bar.update("quantized")
-    layers = encode(model, quant, index_bits, chunk_symbols, max_code_len, storage)
-    bar.update("encoded")
+    quant = quantize(model, masks, bits, init, seed, progress=bar)
+    layers = encode(model, quant, index_bits, chunk_symbols, max_code_len, storage, progress=bar)
     rep = write(path, model, layers)
     bar.update("written")
     return rep

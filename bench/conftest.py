@@ -1,0 +1,33 @@
+"""Benchmark fixtures: zoo networks compressed once per session with the paper's settings."""
+import os
+
+import numpy as np
+import pytest
+
+import dcrt
+from dcrt import zoo
+
+
+@pytest.fixture(scope="session")
+def compressed(tmp_path_factory):
+    cache = {}
+
+    def get(arch):
+        if arch not in cache:
+            path = tmp_path_factory.mktemp("dcz") / f"{arch}.dcz"
+            p = zoo.PAPER[arch]
+            rep = dcrt.compress(zoo.build(arch, seed=0), path, density=p["density"], bits=p["bits"],
+                                index_bits=p["index_bits"], progress=False)
+            cache[arch] = (path, rep)
+        return cache[arch]
+
+    return get
+
+
+def threads():
+    return int(os.environ.get("DCRT_BENCH_THREADS", "2"))
+
+
+def input_for(model_or_shape, batch=1, seed=0):
+    shape = model_or_shape if isinstance(model_or_shape, tuple) else tuple(model_or_shape.input_shape)
+    return np.random.default_rng(seed).random((batch,) + shape, dtype=np.float32)

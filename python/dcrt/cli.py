@@ -1,0 +1,175 @@
+"""Command line: dcrt compress | info | run | bench  (also `python -m dcrt`)."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+
+
+def _per_layer_opt(text, cast):
+    """'0.05' -> 0.05 for all layers; 'fc6=0.04,fc7=0.04' -> dict; None -> None."""
+    if text is None:
+        return None
+    if "=" not in text:
+        return cast(text)
+    out = {}
+    for part in text.split(","):
+        name, _, v = part.partition("=")
+        if not name or not v:
+            raise argparse.ArgumentTypeError(f"expected name=value pairs, got {part!r}")
+        out[name.strip()] = cast(v)
+    return out
+
+
+def cmd_compress(a):
+    import dcrt
+    from dcrt import zoo
+    model = zoo.build(a.arch, seed=a.seed, weights=a.weights)
+    density, bits, index_bits = _per_layer_opt(a.density, float), _per_layer_opt(a.bits, int), \
+        _per_layer_opt(a.index_bits, int)
+    if a.paper:
+        p = zoo.PAPER[a.arch]
+        density = p["density"] if density is None and a.quality is None else density
+        bits = p["bits"] if bits is None else bits
+        index_bits = p["index_bits"] if index_bits is None else index_bits
+    t = time.perf_counter()
+    rep = dcrt.compress(model, a.output, density=density, quality=_per_layer_opt(a.quality, float), bits=bits,
+                        index_bits=5 if index_bits is None else index_bits, init=a.init,
+                        chunk_symbols=a.chunk_symbols, max_code_len=a.max_code_len,
+                        storage=_per_layer_opt(a.storage, str) or "auto", seed=a.seed, progress=not a.quiet)
+    print(rep)
+    print(f"wrote {a.output} ({rep.file_bytes:,} bytes) in {time.perf_counter() - t:.1f}s")
+
+
+def cmd_info(a):
+    from dcrt import format as fmt
+    from dcrt.compressor import report_for
+    f = fmt.read(a.file, decode=False)
+    print(report_for(f.meta.get("name", "?"), f.layers, f.file_size))
+    print(f"\nformat {f.version[0]}.{f.version[1]}, input {list(f.graph.input_shape)}, {len(f.graph.ops)} ops: "
+          + " -> ".join(op.type for op in f.graph.ops))
+    if f.meta.get("labels"):
+        print(f"labels: {len(f.meta['labels'])} ({', '.join(f.meta['labels'][:5])}{', ...' if len(f.meta['labels']) > 5 else ''})")
+    for k, v in f.meta.get("metadata", {}).items():
+        print(f"{k}: {v}")
+
+
+def cmd_run(a):
+    import dcrt
+    m = dcrt.load(a.file, threads=a.threads)
+    x = np.load(a.input)
+    if x.dtype != np.float32 and a.cast:
+        x = x.astype(np.float32)
+    t = time.perf_counter()
+    y = m.infer(x)
+    dt = time.perf_counter() - t
+    if a.output:
+        np.save(a.output, y)
+        print(f"wrote {a.output} {list(y.shape)} ({1e3 * dt:.2f} ms)")
+    else:
+        with np.printoptions(precision=5, suppress=True, threshold=50):
+            print(y)
+    if a.top and y.ndim >= 1:
+        rows = y.reshape(-1, y.shape[-1]) if y.ndim > 1 else y[None]
+        for i, r in enumerate(rows):
+            idx = np.argsort(-r)[: a.top]
+            names = [m.labels[j] if m.labels else str(j) for j in idx]
+            print(f"sample {i}: " + ", ".join(f"{n} {r[j]:.4f}" for n, j in zip(names, idx)))
+
+
+def _percentiles(ts):
+    ts = np.asarray(ts) * 1e3
+    return {"p50": np.percentile(ts, 50), "p90": np.percentile(ts, 90), "p99": np.percentile(ts, 99),
+            "mean": ts.mean(), "min": ts.min()}
+
+
+def _time(fn, repeat, warmup, desc, quiet):
+    from dcrt.progress import Progress
+    for _ in range(warmup):
+        fn()
+    bar = Progress(repeat, desc, not quiet)
+    ts = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+        bar.update()
+    return _percentiles(ts)
+
+
+def cmd_bench(a):
+    import dcrt
+    t = time.perf_counter()
+    m = dcrt.load(a.file, threads=a.threads)
+    load_ms = 1e3 * (time.perf_counter() - t)
+    x = np.random.default_rng(0).random((a.batch,) + tuple(m.input_shape), dtype=np.float32)
+    rows = [("dcrt infer", _time(lambda: m.infer(x), a.repeat, a.warmup, "dcrt", a.quiet))]
+    if not a.no_dense:
+        dense = dcrt.decompress(a.file)
+        rows.append(("numpy dense forward", _time(lambda: dense.forward(x), max(3, a.repeat // 4),
+                                                  min(a.warmup, 2), "numpy", a.quiet)))
+        err = float(np.abs(m.infer(x) - dense.forward(x)).max())
+    print(f"{m.name}: batch {a.batch}, {m.threads} threads, load {load_ms:.1f} ms "
+          f"(native decode {1e3 * m.load_stats['decode_s']:.1f} ms)")
+    print(f"{'':22}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}{'mean ms':>10}{'vs dcrt':>9}")
+    base = rows[0][1]["p50"]
+    for name, r in rows:
+        print(f"{name:22}{r['p50']:10.3f}{r['p90']:10.3f}{r['p99']:10.3f}{r['mean']:10.3f}{r['p50'] / base:8.2f}x")
+    if not a.no_dense:
+        print(f"max |dcrt - numpy| = {err:.3g}")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="dcrt", description="Deep Compression runtime: compress, inspect, run, time.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("compress", help="prune + quantize + Huffman-code a zoo network into a .dcz")
+    from dcrt.zoo import ARCHITECTURES
+    c.add_argument("arch", choices=sorted(ARCHITECTURES))
+    c.add_argument("output", help="the .dcz to write")
+    c.add_argument("--weights", help="npz of parameters (default: seeded random initialisation)")
+    c.add_argument("--paper", action="store_true", help="the paper's per-layer densities and bits (tables 2-5)")
+    c.add_argument("--density", help="fraction kept: one value or name=value,...")
+    c.add_argument("--quality", help="prune |w| <= quality*std(w): one value or name=value,...")
+    c.add_argument("--bits", help="codebook bits (default 8 conv, 5 fc): one value or name=value,...")
+    c.add_argument("--index-bits", help="relative-index bits (default 5): one value or name=value,...")
+    c.add_argument("--init", default="linear", choices=["linear", "density", "random"], help="k-means initialisation")
+    c.add_argument("--chunk-symbols", type=int, default=4096, help="Huffman chunk size")
+    c.add_argument("--max-code-len", type=int, default=11, help="Huffman code length limit (<= 15)")
+    c.add_argument("--storage", help="auto|sparse|plain, or name=storage,...")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("-q", "--quiet", action="store_true")
+    c.set_defaults(fn=cmd_compress)
+    i = sub.add_parser("info", help="the paper-style size table of a .dcz")
+    i.add_argument("file")
+    i.set_defaults(fn=cmd_info)
+    r = sub.add_parser("run", help="run a .dcz on an .npy input")
+    r.add_argument("file")
+    r.add_argument("input", help=".npy, float32, [N, *input_shape] or one sample")
+    r.add_argument("-o", "--output", help="save the output as .npy")
+    r.add_argument("--top", type=int, default=0, help="print the top-K classes per sample")
+    r.add_argument("--threads", type=int)
+    r.add_argument("--cast", action="store_true", help="convert the input to float32")
+    r.set_defaults(fn=cmd_run)
+    b = sub.add_parser("bench", help="latency of infer against the dense numpy forward of the same network")
+    b.add_argument("file")
+    b.add_argument("--batch", type=int, default=1)
+    b.add_argument("--repeat", type=int, default=50)
+    b.add_argument("--warmup", type=int, default=5)
+    b.add_argument("--threads", type=int)
+    b.add_argument("--no-dense", action="store_true", help="skip the numpy baseline")
+    b.add_argument("-q", "--quiet", action="store_true")
+    b.set_defaults(fn=cmd_bench)
+    a = ap.parse_args(argv)
+    from dcrt.errors import FormatError
+    try:
+        a.fn(a)
+    except (FormatError, ValueError, TypeError, OSError) as e:
+        print(f"dcrt {a.cmd}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
