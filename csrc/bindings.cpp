@@ -234,27 +234,37 @@ PYBIND11_MODULE(_core, m) {
   });
   m.def("conv", [](const std::string& name, py::array_t<uint32_t, py::array::c_style> colptr,
                    py::array_t<uint16_t, py::array::c_style> entries, uint32_t code_bits,
-                   py::array_t<float, py::array::c_style> codebook, py::array_t<float, py::array::c_style> x,
-                   uint32_t out_c, uint32_t kh, uint32_t kw, uint32_t sh, uint32_t sw, uint32_t ph, uint32_t pw,
-                   uint32_t groups, uint32_t tile) {
+                   py::array_t<float, py::array::c_style> codebook, py::array_t<float, py::array::c_style> bias,
+                   py::array_t<float, py::array::c_style> x, uint32_t out_c, uint32_t kh, uint32_t kw, uint32_t sh,
+                   uint32_t sw, uint32_t ph, uint32_t pw, uint32_t groups, uint32_t oc_chunk) {
     const KernelInfo& k = kernel(name, "conv");
     if (x.ndim() != 3) throw py::value_error("x must be [C, H, W]");
     const uint32_t C = uint32_t(x.shape(0)), H = uint32_t(x.shape(1)), W = uint32_t(x.shape(2));
     if (!groups || !sh || !sw || !kh || !kw || C % groups || out_c % groups) throw py::value_error("bad geometry");
     if (H + 2 * ph < kh || W + 2 * pw < kw) throw py::value_error("kernel larger than padded input");
+    if (uint64_t(bias.size()) != out_c) throw py::value_error("bias must be [out_c]");
     const QSparseMatrix w = checked_matrix(out_c, colptr, entries, code_bits, codebook);
     if (w.cols != C / groups * kh * kw) throw py::value_error("cols != C/groups*kh*kw");
     ConvGeom g{C, H, W, out_c, (H + 2 * ph - kh) / sh + 1, (W + 2 * pw - kw) / sw + 1, kh, kw, sh, sw, ph, pw, groups};
-    const uint32_t P = g.out_h * g.out_w;
-    if (!tile) tile = P;
+    if (!oc_chunk) oc_chunk = out_c;
+    std::vector<uint32_t> rowptr(out_c + 1), rows_e;
+    uint64_t nnz = 0;
+    for (py::ssize_t e = 0; e < entries.size(); ++e) nnz += (entries.data()[e] & ((1u << code_bits) - 1)) != 0;
+    rows_e.resize(nnz);
+    csc_to_conv_rows(w, rowptr.data(), rows_e.data());
+    const QConvRows wr{out_c, w.cols, code_bits, rowptr.data(), rows_e.data(), codebook.data()};
+    std::vector<float> xpad(size_t(C) * (H + 2 * ph) * (W + 2 * pw) + kConvSlack);
+    std::vector<int64_t> tapoff(w.cols);
     py::array_t<float> y({py::ssize_t(out_c), py::ssize_t(g.out_h), py::ssize_t(g.out_w)});
-    std::fill(y.mutable_data(), y.mutable_data() + size_t(out_c) * P, 0.f);
-    std::vector<float> scratch(tile);
     float* yp = y.mutable_data();
     const float* xp = x.data();
+    const float* bp = bias.data();
     {
       py::gil_scoped_release nogil;
-      for (uint32_t p0 = 0; p0 < P; p0 += tile) k.conv(w, g, xp, yp, p0, std::min(P, p0 + tile), scratch.data());
+      pad_input(g, xp, xpad.data());
+      conv_tap_offsets(g, w.cols, tapoff.data());
+      for (uint32_t oc0 = 0; oc0 < out_c; oc0 += oc_chunk)
+        k.conv(wr, g, tapoff.data(), bp, xp, xpad.data(), yp, oc0, std::min(out_c, oc0 + oc_chunk));
     }
     return y;
   });

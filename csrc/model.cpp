@@ -14,15 +14,15 @@ namespace dcrt {
 
 struct Workspace {
   size_t cap_n = 0;
-  std::vector<float> a, b, xt, yt, partial, scratch;
-  void reserve(size_t n, size_t max_act, size_t lin_cols, size_t lin_rows, size_t tile, unsigned threads) {
+  std::vector<float> a, b, xt, yt, partial, xpad;
+  void reserve(size_t n, size_t max_act, size_t lin_cols, size_t lin_rows, size_t max_pad, unsigned threads) {
     if (n <= cap_n) return;
     a.resize(n * max_act);
     b.resize(n * max_act);
     xt.resize(n > 1 ? n * lin_cols : 0);
     yt.resize(n > 1 ? n * lin_rows : 0);
     partial.resize(size_t(threads) * lin_rows);
-    scratch.resize(size_t(threads) * tile);
+    xpad.resize(n * max_pad + kConvSlack);
     cap_n = n;
   }
 };
@@ -59,7 +59,7 @@ Model::Model(const uint8_t* data, size_t size, unsigned threads)
   const auto t2 = clk::now();
   // Buffer plan and per-op work split.
   max_act_ = input_.numel();
-  conv_tile_.assign(ops_.size(), 0);
+  tapoff_.assign(ops_.size(), {});
   for (size_t i = 0; i < ops_.size(); ++i) {
     const OpDesc& op = ops_[i];
     max_act_ = std::max<size_t>(max_act_, op.out.numel());
@@ -68,12 +68,11 @@ Model::Model(const uint8_t* data, size_t size, unsigned threads)
       max_lin_cols_ = std::max<size_t>(max_lin_cols_, L.cols);
       max_lin_rows_ = std::max<size_t>(max_lin_rows_, L.rows);
     } else if (op.type == OpType::Conv2d) {
-      // Pixel tile so that the tile's output block (out_c x tile floats) stays in L2.
-      const uint32_t P = op.out.d[1] * op.out.d[2];
-      uint32_t tile = std::max<uint32_t>(64, (1u << 16) / std::max<uint32_t>(1, op.out.d[0]));
-      tile = std::min(tile, P);
-      conv_tile_[i] = tile;
-      max_tile_ = std::max<size_t>(max_tile_, tile);
+      const ExecLayer& L = layers_[op.layer];
+      const ConvGeom g = conv_geom(op, L);
+      max_pad_ = std::max<size_t>(max_pad_, size_t(g.in_c) * (g.in_h + 2ull * g.ph) * (g.in_w + 2ull * g.pw));
+      tapoff_[i].resize(L.cols);
+      conv_tap_offsets(g, L.cols, tapoff_[i].data());
     }
   }
   const auto t3 = clk::now();
@@ -158,6 +157,11 @@ void Model::decode_layers(ParsedFile& f) {
       L.col_split[t] = uint32_t(std::lower_bound(L.colptr.begin(), L.colptr.end(), target) - L.colptr.begin());
       L.col_split[t] = std::min(std::max(L.col_split[t], L.col_split[t - 1]), L.cols);
     }
+    if (L.kind == kLayerConv2d) {  // convolution runs on output-channel rows
+      L.conv_rowptr.resize(size_t(L.rows) + 1);
+      L.conv_entries.resize(L.nnz);
+      csc_to_conv_rows(L.view(), L.conv_rowptr.data(), L.conv_entries.data());
+    }
     std::vector<uint8_t>().swap(codes[i]);
     std::vector<uint8_t>().swap(gaps[i]);
   });
@@ -175,7 +179,7 @@ Workspace* Model::acquire(size_t n) const {
     }
   }
   if (!ws) ws = std::make_unique<Workspace>();
-  ws->reserve(n, max_act_, max_lin_cols_, max_lin_rows_, max_tile_, pool_->size());
+  ws->reserve(n, max_act_, max_lin_cols_, max_lin_rows_, max_pad_, pool_->size());
   return ws.release();
 }
 
@@ -276,20 +280,22 @@ void Model::run_op(const OpDesc& op, Workspace& ws, size_t n, float*& cur, float
     case OpType::Conv2d: {
       const ExecLayer& L = layers_[op.layer];
       const ConvGeom g = conv_geom(op, L);
-      const uint32_t P = g.out_h * g.out_w, tile = conv_tile_[&op - ops_.data()];
-      const uint32_t ntile = (P + tile - 1) / tile;
-      for (size_t s = 0; s < n; ++s)
-        for (uint32_t oc = 0; oc < g.out_c; ++oc)
-          std::fill(nxt + s * out_sz + size_t(oc) * P, nxt + s * out_sz + size_t(oc + 1) * P, L.bias[oc]);
-      const QSparseMatrix w = L.storage == kStorageSparse ? L.view() : QSparseMatrix{};
-      pool_->parallel_for(n * ntile, [&](size_t t, unsigned worker) {
-        const size_t s = t / ntile;
-        const uint32_t p0 = uint32_t(t % ntile) * tile, p1 = std::min(P, p0 + tile);
-        float* scratch = ws.scratch.data() + size_t(worker) * max_tile_;
+      const size_t pad_sz = size_t(g.in_c) * (g.in_h + 2ull * g.ph) * (g.in_w + 2ull * g.pw);
+      const int64_t* tapoff = tapoff_[&op - ops_.data()].data();
+      float* xpad = ws.xpad.data();
+      pool_->parallel_for(n, [&](size_t s, unsigned) { pad_input(g, cur + s * in_sz, xpad + s * pad_sz); });
+      // Output-channel chunks: disjoint writes, about 8 tasks per thread to even out the work.
+      const uint64_t work = (L.storage == kStorageSparse ? L.nnz : uint64_t(L.rows) * L.cols) * out_sz / L.rows * n;
+      const uint32_t chunk = work < kParallelMin ? L.rows : std::max<uint32_t>(1, L.rows / (8 * T));
+      const uint32_t nchunk = (L.rows + chunk - 1) / chunk;
+      const QConvRows w = L.storage == kStorageSparse ? L.conv_view() : QConvRows{};
+      pool_->parallel_for(n * nchunk, [&](size_t t, unsigned) {
+        const size_t s = t / nchunk;
+        const uint32_t oc0 = uint32_t(t % nchunk) * chunk, oc1 = std::min(L.rows, oc0 + chunk);
         if (L.storage == kStorageSparse)
-          conv_->conv(w, g, cur + s * in_sz, nxt + s * out_sz, p0, p1, scratch);
+          conv_->conv(w, g, tapoff, L.bias.data(), cur + s * in_sz, xpad + s * pad_sz, nxt + s * out_sz, oc0, oc1);
         else
-          conv_f32(L.weight.data(), L.cols, g, cur + s * in_sz, nxt + s * out_sz, p0, p1, scratch);
+          conv_f32(L.weight.data(), L.cols, g, tapoff, L.bias.data(), xpad + s * pad_sz, nxt + s * out_sz, oc0, oc1);
       });
       std::swap(cur, nxt);
       break;

@@ -26,8 +26,12 @@ struct ExecLayer {
   std::vector<uint32_t> colptr;     // sparse: [cols + 1]
   std::vector<uint16_t> entries;    // sparse: rel16 (gap << code_bits | code)
   std::vector<uint32_t> col_split;  // column ranges of equal work, one per thread (SpMV)
+  std::vector<uint32_t> conv_rowptr, conv_entries;  // conv: output-channel rows (QConvRows)
   QSparseMatrix view() const {
     return QSparseMatrix{rows, cols, code_bits, colptr.data(), entries.data(), codebook.data()};
+  }
+  QConvRows conv_view() const {
+    return QConvRows{rows, cols, code_bits, conv_rowptr.data(), conv_entries.data(), codebook.data()};
   }
 };
 
@@ -69,11 +73,11 @@ class Model {
   std::vector<float> mean_, inv_std_;
   std::vector<OpDesc> ops_;
   std::vector<ExecLayer> layers_;
-  std::vector<uint32_t> conv_tile_;  // per op: output pixels per task
+  std::vector<std::vector<int64_t>> tapoff_;  // per conv op: conv_tap_offsets
   std::string meta_json_;
   LoadStats stats_;
   // Per-sample buffer plan (elements).
-  size_t max_act_ = 0, max_lin_cols_ = 0, max_lin_rows_ = 0, max_tile_ = 0;
+  size_t max_act_ = 0, max_lin_cols_ = 0, max_lin_rows_ = 0, max_pad_ = 0;
   std::unique_ptr<ThreadPool> pool_;
   const KernelInfo *spmv_, *spmm_, *conv_, *huff_;
   mutable std::mutex ws_mutex_;

@@ -16,8 +16,12 @@ const std::vector<KernelInfo>& kernel_registry() {
     k = KernelInfo{"spmv_q_rel16__generic", "spmv", "generic", false}; k.spmv = spmv_q_rel16__generic; add(k);
     k = KernelInfo{"spmm_q_rel16__ref", "spmm", "ref", true}; k.spmm = spmm_q_rel16__ref; add(k);
     k = KernelInfo{"spmm_q_rel16__generic", "spmm", "generic", false}; k.spmm = spmm_q_rel16__generic; add(k);
-    k = KernelInfo{"conv_q_rel16__ref", "conv", "ref", true}; k.conv = conv_q_rel16__ref; add(k);
-    k = KernelInfo{"conv_q_rel16__generic", "conv", "generic", false}; k.conv = conv_q_rel16__generic; add(k);
+    k = KernelInfo{"conv_q_rows__ref", "conv", "ref", true}; k.conv = conv_q_rows__ref; add(k);
+    k = KernelInfo{"conv_q_rows__generic", "conv", "generic", false}; k.conv = conv_q_rows__generic; add(k);
+#if DCRT_HAVE_AVX2
+    k = KernelInfo{"conv_q_rows__avx2", "conv", "avx2", false}; k.conv = conv_q_rows__avx2;
+    k.supported = cpu_has_avx2_fma; add(k);
+#endif
     k = KernelInfo{"huffman_decode__ref", "huffman", "ref", true}; k.huff = huffman_decode__ref; add(k);
     k = KernelInfo{"huffman_decode_table__generic", "huffman", "generic", false};
     k.huff = huffman_decode_table__generic; add(k);

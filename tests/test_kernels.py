@@ -93,36 +93,40 @@ def test_spmm_matches_reference(rng, shape, n):
 
 
 CONVS = [
-    # C, H, W, out_c, k, stride, pad, groups, density, tile
+    # C, H, W, out_c, k, stride, pad, groups, density, oc_chunk
     (1, 5, 5, 1, 1, 1, 0, 1, 1.0, 0),
     (3, 9, 9, 4, 3, 1, 1, 1, 0.5, 0),
-    (4, 10, 7, 6, 3, 2, 1, 2, 0.4, 5),  # grouped, strided, tile not dividing the pixels
-    (2, 6, 6, 3, 5, 1, 2, 1, 0.0, 0),  # nnz = 0
-    (8, 13, 13, 8, 3, 1, 0, 4, 0.3, 64),
-    (3, 23, 23, 4, 11, 4, 0, 1, 0.6, 7),  # AlexNet conv1-like
+    (4, 10, 7, 6, 3, 2, 1, 2, 0.4, 5),  # grouped, strided, chunk not dividing the channels
+    (2, 6, 6, 3, 5, 1, 2, 1, 0.0, 0),  # nnz = 0: output is the bias
+    (8, 13, 13, 8, 3, 1, 0, 4, 0.3, 3),
+    (3, 23, 23, 4, 11, 4, 0, 1, 0.6, 1),  # AlexNet conv1-like
+    (2, 3, 40, 5, 3, 1, 1, 1, 0.7, 2),  # rows wider than the pixel tile, ragged last tile
+    (2, 9, 9, 2, 3, 7, 2, 1, 0.9, 0),  # stride wider than the input slack
 ]
 
 
 @pytest.mark.parametrize("geom", CONVS, ids=str)
 def test_conv_matches_reference_and_numpy(rng, geom):
     from dcrt.nn import Conv2d
-    C, H, W, oc, k, s, p, g, dens, tile = geom
+    C, H, W, oc, k, s, p, g, dens, chunk = geom
     cb_bits, ib = 6, 2
     codes = random_codes(rng, oc, C // g * k * k, dens, cb_bits)
     colptr, entries = rel16(codes, ib, cb_bits)
     cb = random_codebook(rng, cb_bits)
+    bias = rng.standard_normal(oc).astype(np.float32)
     x = rng.standard_normal((C, H, W)).astype(np.float32)
     x[:, ::2, :] = 0
     ref_name, fast = by_op("conv")
-    args = (colptr, entries, cb_bits, cb, x, oc, k, k, s, s, p, p, g)
+    args = (colptr, entries, cb_bits, cb, bias, x, oc, k, k, s, s, p, p, g)
     ref = _core.conv(ref_name, *args, 0)
     layer = Conv2d(C, oc, k, s, p, g)
     layer.weight = cb[codes].reshape(layer.weight.shape)
+    layer.bias = bias
     np.testing.assert_allclose(ref, layer.forward(x[None])[0], atol=tol(codes.shape[1]))
     for name in fast:
-        for t in {0, tile}:
-            np.testing.assert_allclose(_core.conv(name, *args, t), ref, atol=tol(codes.shape[1]),
-                                       err_msg=f"{name} tile={t}")
+        for c in {0, chunk}:
+            np.testing.assert_allclose(_core.conv(name, *args, c), ref, atol=tol(codes.shape[1]),
+                                       err_msg=f"{name} oc_chunk={c}")
 
 
 def test_kernel_entry_points_reject_bad_inputs(rng):

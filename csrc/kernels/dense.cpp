@@ -97,22 +97,29 @@ void linear_f32(const float* w, const float* b, const float* __restrict x, float
   }
 }
 
-void conv_f32(const float* w, uint32_t cols, const ConvGeom& g, const float* x, float* y, uint32_t p0, uint32_t p1,
-              float* scratch) {
-  const uint32_t icg = g.in_c / g.groups, ocg = g.out_c / g.groups, P = g.out_h * g.out_w, T = p1 - p0;
-  const uint32_t taps = g.kh * g.kw;
-  for (uint32_t c = 0; c < cols; ++c) {
-    const uint32_t ci = c / taps, ky = (c / g.kw) % g.kh, kx = c % g.kw;
-    for (uint32_t grp = 0; grp < g.groups; ++grp) {
-      im2col_row(g, x, grp * icg + ci, ky, kx, p0, p1, scratch);
-      for (uint32_t r = grp * ocg; r < (grp + 1) * ocg; ++r) {
-        const float v = w[size_t(r) * cols + c];
-        if (v == 0.f) continue;
-        float* __restrict yr = y + size_t(r) * P + p0;
-        const float* __restrict xr = scratch;
-        for (uint32_t i = 0; i < T; ++i) yr[i] += v * xr[i];
+void conv_f32(const float* w, uint32_t cols, const ConvGeom& g, const int64_t* tapoff, const float* bias,
+              const float* xpad, float* y, uint32_t oc0, uint32_t oc1) {
+  constexpr uint32_t kTile = 16;
+  const uint32_t icg = g.in_c / g.groups, ocg = g.out_c / g.groups;
+  const size_t wp = g.in_w + 2 * g.pw, plane = (g.in_h + 2 * g.ph) * wp;
+  for (uint32_t oc = oc0; oc < oc1; ++oc) {
+    const float* xg = xpad + size_t(oc / ocg) * icg * plane;
+    const float* wr = w + size_t(oc) * cols;
+    float* yo = y + size_t(oc) * g.out_h * g.out_w;
+    for (uint32_t oy = 0; oy < g.out_h; ++oy)
+      for (uint32_t ox0 = 0; ox0 < g.out_w; ox0 += kTile) {
+        const uint32_t n = std::min(kTile, g.out_w - ox0);
+        float acc[kTile];
+        for (uint32_t i = 0; i < kTile; ++i) acc[i] = bias[oc];
+        const float* xb = xg + size_t(oy) * g.sh * wp + size_t(ox0) * g.sw;
+        for (uint32_t c = 0; c < cols; ++c) {
+          const float v = wr[c];
+          if (v == 0.f) continue;
+          const float* xp = xb + tapoff[c];
+          for (uint32_t i = 0; i < n; ++i) acc[i] += v * xp[size_t(i) * g.sw];
+        }
+        for (uint32_t i = 0; i < n; ++i) yo[size_t(oy) * g.out_w + ox0 + i] = acc[i];
       }
-    }
   }
 }
 

@@ -3,6 +3,7 @@
 #include "qsparse.hpp"
 
 #include <algorithm>
+#include <vector>
 
 namespace dcrt {
 
@@ -30,24 +31,23 @@ void spmm_q_rel16__ref(const QSparseMatrix& w, const float* xt, size_t ldx, floa
   }
 }
 
-void conv_q_rel16__ref(const QSparseMatrix& w, const ConvGeom& g, const float* x, float* y, uint32_t p0, uint32_t p1,
-                       float*) {
+void conv_q_rows__ref(const QConvRows& w, const ConvGeom& g, const int64_t*, const float* bias, const float* x,
+                      const float*, float* y, uint32_t oc0, uint32_t oc1) {
   const uint32_t mask = (1u << w.code_bits) - 1;
-  const uint32_t icg = g.in_c / g.groups, ocg = g.out_c / g.groups, P = g.out_h * g.out_w;
-  for (uint32_t c = 0; c < w.cols; ++c) {
-    const uint32_t ci = c / (g.kh * g.kw), ky = (c / g.kw) % g.kh, kx = c % g.kw;
-    int64_t row = -1;
-    for (uint32_t e = w.colptr[c]; e < w.colptr[c + 1]; ++e) {
-      row += (w.entries[e] >> w.code_bits) + 1;
-      const float v = w.codebook[w.entries[e] & mask];
-      const uint32_t ic = uint32_t(row) / ocg * icg + ci;
-      for (uint32_t p = p0; p < p1; ++p) {
-        const int64_t iy = int64_t(p / g.out_w) * g.sh - g.ph + ky, ix = int64_t(p % g.out_w) * g.sw - g.pw + kx;
-        if (iy < 0 || ix < 0 || iy >= g.in_h || ix >= g.in_w) continue;
-        y[size_t(row) * P + p] += v * x[(size_t(ic) * g.in_h + iy) * g.in_w + ix];
+  const uint32_t icg = g.in_c / g.groups, ocg = g.out_c / g.groups, taps = g.kh * g.kw;
+  for (uint32_t oc = oc0; oc < oc1; ++oc)
+    for (uint32_t oy = 0; oy < g.out_h; ++oy)
+      for (uint32_t ox = 0; ox < g.out_w; ++ox) {
+        float s = bias[oc];
+        for (uint32_t e = w.rowptr[oc]; e < w.rowptr[oc + 1]; ++e) {
+          const uint32_t col = w.entries[e] >> 8, ic = oc / ocg * icg + col / taps;
+          const int64_t iy = int64_t(oy) * g.sh - g.ph + (col / g.kw) % g.kh;
+          const int64_t ix = int64_t(ox) * g.sw - g.pw + col % g.kw;
+          if (iy >= 0 && ix >= 0 && iy < g.in_h && ix < g.in_w)
+            s += w.codebook[w.entries[e] & mask] * x[(size_t(ic) * g.in_h + iy) * g.in_w + ix];
+        }
+        y[(size_t(oc) * g.out_h + oy) * g.out_w + ox] = s;
       }
-    }
-  }
 }
 
 // ---------------------------------------------------------------- generic (portable)
@@ -95,52 +95,58 @@ void spmm_q_rel16__generic(const QSparseMatrix& w, const float* __restrict xt, s
   }
 }
 
-void im2col_row(const ConvGeom& g, const float* x, uint32_t ic, uint32_t ky, uint32_t kx, uint32_t p0, uint32_t p1,
-                float* dst) {
-  const float* xc = x + size_t(ic) * g.in_h * g.in_w;
-  uint32_t p = p0;
-  while (p < p1) {
-    const uint32_t oy = p / g.out_w, ox0 = p % g.out_w;
-    const uint32_t ox1 = std::min<uint32_t>(g.out_w, ox0 + (p1 - p));
-    float* d = dst + (p - p0);
-    const int64_t iy = int64_t(oy) * g.sh - g.ph + ky;
-    if (iy < 0 || iy >= g.in_h) {
-      std::fill(d, d + (ox1 - ox0), 0.f);
-    } else {
-      const float* xr = xc + size_t(iy) * g.in_w;
-      for (uint32_t ox = ox0; ox < ox1; ++ox) {
-        const int64_t ix = int64_t(ox) * g.sw - g.pw + kx;
-        d[ox - ox0] = (ix >= 0 && ix < g.in_w) ? xr[ix] : 0.f;
-      }
+void csc_to_conv_rows(const QSparseMatrix& w, uint32_t* rowptr, uint32_t* entries) {
+  const uint32_t mask = (1u << w.code_bits) - 1;
+  std::fill(rowptr, rowptr + w.rows + 1, 0u);
+  for (uint32_t c = 0; c < w.cols; ++c) {
+    uint32_t row = uint32_t(-1);
+    for (uint32_t e = w.colptr[c]; e < w.colptr[c + 1]; ++e) {
+      row += (w.entries[e] >> w.code_bits) + 1;
+      if (w.entries[e] & mask) rowptr[row + 1]++;
     }
-    p += ox1 - ox0;
+  }
+  for (uint32_t r = 0; r < w.rows; ++r) rowptr[r + 1] += rowptr[r];
+  std::vector<uint32_t> fill(rowptr, rowptr + w.rows);
+  for (uint32_t c = 0; c < w.cols; ++c) {  // columns ascending: each row's entries come out sorted
+    uint32_t row = uint32_t(-1);
+    for (uint32_t e = w.colptr[c]; e < w.colptr[c + 1]; ++e) {
+      row += (w.entries[e] >> w.code_bits) + 1;
+      if (w.entries[e] & mask) entries[fill[row]++] = c << 8 | (w.entries[e] & mask);
+    }
   }
 }
 
-// Direct sparse convolution: per weight column (ic, ky, kx) build one shifted input row
-// for this pixel tile, then every non-zero of the column is an axpy into its output row.
-void conv_q_rel16__generic(const QSparseMatrix& w, const ConvGeom& g, const float* x, float* y, uint32_t p0,
-                           uint32_t p1, float* scratch) {
-  const uint32_t b = w.code_bits, mask = (1u << b) - 1;
-  const uint32_t icg = g.in_c / g.groups, ocg = g.out_c / g.groups, P = g.out_h * g.out_w, T = p1 - p0;
-  const uint32_t taps = g.kh * g.kw;
-  for (uint32_t c = 0; c < w.cols; ++c) {
-    const uint32_t ci = c / taps, ky = (c / g.kw) % g.kh, kx = c % g.kw;
-    uint32_t row = uint32_t(-1), group = uint32_t(-1);
-    for (uint32_t e = w.colptr[c]; e < w.colptr[c + 1]; ++e) {
-      const uint16_t en = w.entries[e];
-      row += (en >> b) + 1;
-      if ((en & mask) == 0) continue;
-      if (row / ocg != group) {  // rows are sorted: each group's input row is built once
-        group = row / ocg;
-        im2col_row(g, x, group * icg + ci, ky, kx, p0, p1, scratch);
-      }
-      const float v = w.codebook[en & mask];
-      float* __restrict yr = y + size_t(row) * P + p0;
-      const float* __restrict xr = scratch;
-      for (uint32_t i = 0; i < T; ++i) yr[i] += v * xr[i];
+void pad_input(const ConvGeom& g, const float* x, float* xpad) {
+  const size_t hp = g.in_h + 2 * g.ph, wp = g.in_w + 2 * g.pw;
+  float* d = xpad;
+  for (uint32_t c = 0; c < g.in_c; ++c) {
+    std::fill(d, d + g.ph * wp, 0.f);
+    d += g.ph * wp;
+    for (uint32_t r = 0; r < g.in_h; ++r) {
+      std::fill(d, d + g.pw, 0.f);
+      std::copy(x + (size_t(c) * g.in_h + r) * g.in_w, x + (size_t(c) * g.in_h + r + 1) * g.in_w, d + g.pw);
+      std::fill(d + g.pw + g.in_w, d + wp, 0.f);
+      d += wp;
     }
+    std::fill(d, d + (hp - g.ph - g.in_h) * wp, 0.f);
+    d += (hp - g.ph - g.in_h) * wp;
   }
+  // No write past the padded sample: in a batch the next sample starts right here.
+}
+
+namespace generic {
+#include "kernels/conv_rows.inl"
+}  // namespace generic
+
+void conv_tap_offsets(const ConvGeom& g, uint32_t cols, int64_t* tapoff) {
+  const int64_t wp = g.in_w + 2 * g.pw, plane = int64_t(g.in_h + 2 * g.ph) * wp;
+  const uint32_t taps = g.kh * g.kw;
+  for (uint32_t c = 0; c < cols; ++c) tapoff[c] = int64_t(c / taps) * plane + ((c / g.kw) % g.kh) * wp + c % g.kw;
+}
+
+void conv_q_rows__generic(const QConvRows& w, const ConvGeom& g, const int64_t* tapoff, const float* bias,
+                          const float*, const float* xpad, float* y, uint32_t oc0, uint32_t oc1) {
+  generic::conv_rows(w, g, tapoff, bias, xpad, y, oc0, oc1);
 }
 
 }  // namespace dcrt

@@ -24,23 +24,42 @@ struct ConvGeom {
 using SpmvFn = void (*)(const QSparseMatrix& w, const float* x, float* y, uint32_t c0, uint32_t c1);
 // yt[r*ldy + i] += sum_c W[r, c] * xt[c*ldx + i] for i < n (column-major batch).
 using SpmmFn = void (*)(const QSparseMatrix& w, const float* xt, size_t ldx, float* yt, size_t ldy, size_t n);
-// One sample: y[oc*out_h*out_w + p] += conv(x) for output pixels p in [p0, p1).
-// scratch: at least (p1 - p0) floats. x is [in_c, in_h, in_w].
-using ConvFn = void (*)(const QSparseMatrix& w, const ConvGeom& g, const float* x, float* y, uint32_t p0, uint32_t p1,
-                        float* scratch);
+// Convolution layout: output-channel rows of 32-bit entries (column << 8 | code), fillers
+// dropped. Derived at load from the file's CSC (conv weights are reused at every pixel, so
+// the kernels want a row's taps together; the bytes stay codebook-indexed).
+struct QConvRows {
+  uint32_t rows, cols, code_bits;
+  const uint32_t* rowptr;   // [rows + 1]
+  const uint32_t* entries;  // [rowptr[rows]]: column << 8 | code, code != 0
+  const float* codebook;    // [1 << code_bits]
+};
+constexpr uint32_t kConvSlack = 64;  // floats readable past the end of a padded input
+
+// Output channels [oc0, oc1) of one sample: y[oc, :, :] = bias[oc] + conv(x).
+// x: [in_c, in_h, in_w]; xpad: the same, zero-padded to [in_c, in_h + 2ph, in_w + 2pw] and
+// followed by kConvSlack readable floats (any contents: they only feed discarded lanes);
+// tapoff: conv_tap_offsets(g, cols). Fast kernels read xpad and tapoff, references read x.
+using ConvFn = void (*)(const QConvRows& w, const ConvGeom& g, const int64_t* tapoff, const float* bias,
+                        const float* x, const float* xpad, float* y, uint32_t oc0, uint32_t oc1);
+
+// Offset of column c's tap (channel-in-group, ky, kx) in the padded input of its group.
+void conv_tap_offsets(const ConvGeom& g, uint32_t cols, int64_t* tapoff);
+
+// CSC -> rows (drops fillers). rowptr: rows + 1, entries: nnz (count of code != 0).
+void csc_to_conv_rows(const QSparseMatrix& w, uint32_t* rowptr, uint32_t* entries);
+// Zero-pad one sample for the fast conv kernels: writes exactly in_c*(in_h+2ph)*(in_w+2pw) floats.
+void pad_input(const ConvGeom& g, const float* x, float* xpad);
 
 void spmv_q_rel16__ref(const QSparseMatrix& w, const float* x, float* y, uint32_t c0, uint32_t c1);
 void spmv_q_rel16__generic(const QSparseMatrix& w, const float* x, float* y, uint32_t c0, uint32_t c1);
 void spmm_q_rel16__ref(const QSparseMatrix& w, const float* xt, size_t ldx, float* yt, size_t ldy, size_t n);
 void spmm_q_rel16__generic(const QSparseMatrix& w, const float* xt, size_t ldx, float* yt, size_t ldy, size_t n);
-void conv_q_rel16__ref(const QSparseMatrix& w, const ConvGeom& g, const float* x, float* y, uint32_t p0, uint32_t p1,
-                       float* scratch);
-void conv_q_rel16__generic(const QSparseMatrix& w, const ConvGeom& g, const float* x, float* y, uint32_t p0,
-                           uint32_t p1, float* scratch);
-
-// Fill dst[0 .. p1-p0) with input channel `ic` shifted by kernel tap (ky, kx) for output
-// pixels [p0, p1): one row of the im2col matrix, zeros where the tap falls in the padding.
-void im2col_row(const ConvGeom& g, const float* x, uint32_t ic, uint32_t ky, uint32_t kx, uint32_t p0, uint32_t p1,
-                float* dst);
+void conv_q_rows__ref(const QConvRows& w, const ConvGeom& g, const int64_t* tapoff, const float* bias,
+                      const float* x, const float* xpad, float* y, uint32_t oc0, uint32_t oc1);
+void conv_q_rows__generic(const QConvRows& w, const ConvGeom& g, const int64_t* tapoff, const float* bias,
+                          const float* x, const float* xpad, float* y, uint32_t oc0, uint32_t oc1);
+void conv_q_rows__avx2(const QConvRows& w, const ConvGeom& g, const int64_t* tapoff, const float* bias,
+                       const float* x, const float* xpad, float* y, uint32_t oc0, uint32_t oc1);
+bool cpu_has_avx2_fma();  // the __avx2 kernels need both
 
 }  // namespace dcrt
