@@ -57,6 +57,17 @@ assert HEADER.size == 64 and SECTION.size == 32 and GRAPH_HEADER.size == 32
 assert OP.size == 40 and LAYER_HEADER.size == 96
 
 
+def pool_out_size(n: int, k: int, s: int, p: int, ceil_mode: bool) -> int:
+    """Pooled size (§3.2, Caffe's rule): rounds up in ceil mode, but the last window must
+    start inside input + pad."""
+    if ceil_mode:
+        out = -(-(n + 2 * p - k) // s) + 1
+        if p > 0 and (out - 1) * s >= n + p:
+            out -= 1
+        return out
+    return (n + 2 * p - k) // s + 1
+
+
 def _align(n: int, a: int) -> int:
     return (n + a - 1) // a * a
 
@@ -552,7 +563,6 @@ def check_graph(g: Graph, layers: list) -> list:
             (kh, kw), (sh, sw), (ph, pw) = p["kernel"], p["stride"], p["padding"]
             if 0 in (kh, kw, sh, sw) or ph >= kh or pw >= kw:
                 raise FormatError(f"{w}: kernel/stride must be >= 1 and padding < kernel")
-            from .nn import pool_out_size
             c, h, wd = shape
             if h + 2 * ph < kh or wd + 2 * pw < kw:
                 raise FormatError(f"{w}: window {kh}x{kw} larger than the padded input")

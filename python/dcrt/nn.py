@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from .format import pool_out_size
+
 
 class Layer:
     name: str = ""
@@ -103,16 +105,6 @@ class ReLU(Layer):
 
     def output_shape(self, shape):
         return tuple(shape)
-
-
-def pool_out_size(n: int, k: int, s: int, p: int, ceil_mode: bool) -> int:
-    """Caffe's pooled size: rounds up, but the last window must start inside input+pad."""
-    if ceil_mode:
-        out = -(-(n + 2 * p - k) // s) + 1
-        if p > 0 and (out - 1) * s >= n + p:
-            out -= 1
-        return out
-    return (n + 2 * p - k) // s + 1
 
 
 class _Pool(Layer):
