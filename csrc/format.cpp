@@ -196,9 +196,9 @@ void parse_layer(const uint8_t* b, uint64_t len, uint32_t index, LayerDesc& L) {
   for (float v : L.bias)
     if (!std::isfinite(v)) fail(wl + ": bias: non-finite value");
   if (h.storage == kStoragePlain) {
-    if (h.code_bits || h.index_bits || h.chunk_symbols || h.n_entries || h.nnz || h.code_stream_bytes ||
-        h.index_stream_bytes)
-      fail(wl + ": a plain layer must have zero code_bits/index_bits/chunk/entry/stream fields");
+    if (h.code_bits || h.index_bits || h.count_bits || h.chunk_symbols || h.n_entries || h.nnz ||
+        h.code_stream_bytes || h.index_stream_bytes)
+      fail(wl + ": a plain layer must have zero code_bits/index_bits/count_bits/chunk/entry/stream fields");
     if (uint64_t(h.rows) * h.cols > len / 4) fail(wl + ": weight: rows*cols floats do not fit in the section");
     L.weight = cur.array<float>(uint64_t(h.rows) * h.cols, "weight");
     for (float v : L.weight)
@@ -215,8 +215,13 @@ void parse_layer(const uint8_t* b, uint64_t len, uint32_t index, LayerDesc& L) {
     fail(wl + ": n_entries " + std::to_string(h.n_entries) + " cannot fit in streams of " +
          std::to_string(h.code_stream_bytes) + "/" + std::to_string(h.index_stream_bytes) + " bytes");
   if (h.nnz > h.n_entries) fail(wl + ": nnz > n_entries");
-  if (uint64_t(h.cols) + 1 > len / 4) fail(wl + ": colptr: cols+1 entries do not fit in the section");
-  L.code_bits = h.code_bits; L.index_bits = h.index_bits; L.chunk_symbols = h.chunk_symbols;
+  if (h.n_entries >= (uint64_t(1) << 32)) fail(wl + ": n_entries >= 2^32");
+  if (h.count_bits < 1 || h.count_bits > 32)
+    fail(wl + ": count_bits " + std::to_string(h.count_bits) + " must be in 1..32");
+  const uint64_t count_bytes = (uint64_t(h.cols) * h.count_bits + 7) / 8;
+  if (count_bytes > len) fail(wl + ": col_counts: cols x count_bits bits do not fit in the section");
+  L.code_bits = h.code_bits; L.index_bits = h.index_bits; L.count_bits = h.count_bits;
+  L.chunk_symbols = h.chunk_symbols;
   L.n_entries = h.n_entries; L.nnz = h.nnz;
   L.n_chunks = h.n_entries ? (h.n_entries - 1) / h.chunk_symbols + 1 : 0;
   if (L.n_chunks + 1 > len / 4) fail(wl + ": chunk offsets do not fit in the section");
@@ -228,7 +233,8 @@ void parse_layer(const uint8_t* b, uint64_t len, uint32_t index, LayerDesc& L) {
   if (c0 != 0) fail(wl + ": codebook[0] must be +0.0 (code 0 is the filler / pruned zero)");
   L.code_lengths = cur.array<uint8_t>(1u << h.code_bits, "code_lengths");
   L.index_lengths = cur.array<uint8_t>(1u << h.index_bits, "index_lengths");
-  L.colptr = cur.array<uint32_t>(uint64_t(h.cols) + 1, "colptr");
+  const uint8_t* counts = nullptr;
+  cur.array<uint8_t>(count_bytes, "col_counts", &counts);
   L.code_offsets = cur.array<uint32_t>(L.n_chunks + 1, "code_offsets");
   L.index_offsets = cur.array<uint32_t>(L.n_chunks + 1, "index_offsets");
   cur.array<uint8_t>(h.code_stream_bytes, "code_stream", &L.code_stream);
@@ -236,10 +242,21 @@ void parse_layer(const uint8_t* b, uint64_t len, uint32_t index, LayerDesc& L) {
   cur.done();
   L.code_stream_bytes = h.code_stream_bytes;
   L.index_stream_bytes = h.index_stream_bytes;
-  if (L.colptr[0] != 0 || L.colptr[h.cols] != h.n_entries)
-    fail(wl + ": colptr: must start at 0 and end at n_entries=" + std::to_string(h.n_entries));
-  for (uint32_t c = 0; c < h.cols; ++c)
-    if (L.colptr[c + 1] < L.colptr[c]) fail(wl + ": colptr[" + std::to_string(c + 1) + "]: decreasing");
+  // Packed column counts, MSB first -> column pointers (cols is bounded by count_bytes above).
+  const unsigned spare = unsigned((8 - (uint64_t(h.cols) * h.count_bits) % 8) % 8);
+  if (spare && (counts[count_bytes - 1] & ((1u << spare) - 1))) fail(wl + ": col_counts: non-zero padding bits");
+  L.colptr.resize(uint64_t(h.cols) + 1);
+  L.colptr[0] = 0;
+  uint64_t bitpos = 0, total = 0;
+  for (uint32_t c = 0; c < h.cols; ++c) {
+    uint64_t v = 0;
+    for (unsigned k = 0; k < h.count_bits; ++k, ++bitpos) v = v << 1 | ((counts[bitpos >> 3] >> (7 - (bitpos & 7))) & 1);
+    total += v;
+    if (total > h.n_entries) fail(wl + ": col_counts: sum exceeds n_entries " + std::to_string(h.n_entries));
+    L.colptr[c + 1] = uint32_t(total);
+  }
+  if (total != h.n_entries)
+    fail(wl + ": col_counts: sum " + std::to_string(total) + " != n_entries " + std::to_string(h.n_entries));
   auto check_offsets = [&](const std::vector<uint32_t>& o, uint64_t n, const char* nm) {
     if (o[0] != 0 || o.back() != n) fail(wl + ": " + nm + ": must rise from 0 to the stream length " + std::to_string(n));
     for (size_t k = 1; k < o.size(); ++k)

@@ -61,7 +61,8 @@ struct LayerHeader {          // §4.1
   uint32_t kh, kw;            // 1, 1 for linear
   uint8_t code_bits;          // b: 1..8 (sparse), 0 (plain)
   uint8_t index_bits;         // 1..8 (sparse), 0 (plain)
-  uint16_t reserved;          // 0
+  uint8_t count_bits;         // width of the packed column counts: 1..32 (sparse), 0 (plain)
+  uint8_t reserved;           // 0
   uint32_t chunk_symbols;     // symbols per Huffman chunk (sparse)
   uint64_t n_entries;         // stored entries incl. fillers
   uint64_t nnz;               // entries with code != 0
@@ -99,11 +100,11 @@ struct LayerDesc {
   std::string name;
   uint32_t index = 0;
   uint32_t storage, kind, rows, cols, kh, kw;
-  uint32_t code_bits = 0, index_bits = 0, chunk_symbols = 0;
+  uint32_t code_bits = 0, index_bits = 0, count_bits = 0, chunk_symbols = 0;
   uint64_t n_entries = 0, nnz = 0, n_chunks = 0;
   std::vector<float> bias, weight, codebook;
   std::vector<uint8_t> code_lengths, index_lengths;
-  std::vector<uint32_t> colptr, code_offsets, index_offsets;
+  std::vector<uint32_t> colptr, code_offsets, index_offsets;  // colptr: from the packed counts
   const uint8_t* code_stream = nullptr;   // into the caller's buffer
   const uint8_t* index_stream = nullptr;
   uint64_t code_stream_bytes = 0, index_stream_bytes = 0;

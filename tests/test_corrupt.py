@@ -131,6 +131,10 @@ def absurd_cases():
         yield f"L{i} code_bits 9", patched("<B", L + 24, 9)
         yield f"L{i} code_bits 0", patched("<B", L + 24, 0)
         yield f"L{i} index_bits 9", patched("<B", L + 25, 9)
+        yield f"L{i} count_bits 0", patched("<B", L + 26, 0)
+        yield f"L{i} count_bits 33", patched("<B", L + 26, 33)
+        yield f"L{i} count_bits +1 (counts no longer sum up)", patched("<B", L + 26, GOLDEN[L + 26] + 1)
+        yield f"L{i} reserved byte", patched("<B", L + 27, 1)
         yield f"L{i} chunk 0", patched("<I", L + 28, 0)
         yield f"L{i} chunk 1 (offset tables no longer fit)", patched("<I", L + 28, 1)
         yield f"L{i} n_entries huge", patched("<Q", L + 32, 1 << 62)
@@ -143,6 +147,7 @@ def absurd_cases():
     p = layer_offset(3)  # the plain layer
     yield "plain rows huge", patched("<I", p + 8, huge32)
     yield "plain with code_bits", patched("<B", p + 24, 5)
+    yield "plain with count_bits", patched("<B", p + 26, 3)
     yield "plain weight NaN", patched("<I", p + 96 + 16 * 1 + 4 * 5, 0x7FC00000)
 
 

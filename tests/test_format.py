@@ -38,15 +38,25 @@ def test_worked_example():
                         code_stream=cs, index_stream=is_)
     b = fmt.pack_layer(L)
     assert len(b) == 242
-    assert b[:32] == bytes.fromhex("02000000 01000000 06000000 02000000 01000000 01000000 0202 0000 04000000")
+    assert b[:32] == bytes.fromhex("02000000 01000000 06000000 02000000 01000000 01000000 02 02 02 00 04000000")
     assert b[96:120] == np.array([0.5, 0, 0, 0, 0, -1], "<f4").tobytes()
     assert b[128:144] == bytes.fromhex("00000000 000000bf 0000803e 0000803f")
     assert b[144:148] == bytes([3, 1, 3, 2]) and b[160:164] == bytes([1, 2, 0, 2])
-    assert b[176:188] == bytes.fromhex("00000000 03000000 06000000")
+    assert b[176:177] == b"\xf0"  # column counts 3, 3 in 2 bits each
     assert b[224:226] == b"\x68\xe0" and b[240:242] == b"\x68\x00"
     back = fmt.parse_layer(memoryview(b), 0)
     np.testing.assert_array_equal(back.dense_weight(),
                                   [[-0.5, 0], [0, -0.5], [0, 0.25], [0, -0.5], [0, 0], [1.0, 0]])
+
+
+@pytest.mark.parametrize("counts", [[0], [0, 0, 0], [3, 3], [1, 0, 255, 7], [2 ** 31, 5], list(range(100))])
+def test_column_counts_pack_roundtrip(counts):
+    colptr = np.concatenate([[0], np.cumsum(counts)])
+    bits = fmt.count_bits(colptr)
+    assert bits == max(1, max(counts).bit_length())
+    raw = fmt.pack_counts(colptr, bits)
+    assert len(raw) == (len(counts) * bits + 7) // 8
+    np.testing.assert_array_equal(fmt.unpack_counts(raw, len(counts), bits), counts)
 
 
 def test_header_layout():

@@ -375,7 +375,7 @@ class Report:
                f"({self.ratio:.1f}x; file overhead outside layers {self.overhead_bytes} B)", line(hdr),
                "  ".join("-" * w for w in widths)]
         out += [line(r) for r in rows]
-        out.append("Rates are layer bytes (codes, indices, codebook, colptr, Huffman tables, chunk offsets, bias, "
+        out.append("Rates are layer bytes (codes, indices, codebook, column counts, Huffman tables, chunk offsets, bias, "
                    "header, padding) over fp32 weights+bias; bits are per stored entry (fillers included).")
         return "\n".join(out)
 

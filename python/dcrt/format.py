@@ -47,7 +47,7 @@ OP_CODES = {v: k for k, v in OP_NAMES.items()}
 MAX_ACTIVATION = 1 << 28  # elements per sample, any activation (bounds buffers)
 
 # §4 layers -----------------------------------------------------------------------
-LAYER_HEADER = struct.Struct("<6IBBHI4Q32s")  # 96 bytes
+LAYER_HEADER = struct.Struct("<6IBBBBI4Q32s")  # 96 bytes
 STORAGE_PLAIN, STORAGE_SPARSE = 1, 2
 LAYER_LINEAR, LAYER_CONV2D = 1, 2
 STORAGE_NAMES = {STORAGE_PLAIN: "plain", STORAGE_SPARSE: "sparse"}
@@ -66,6 +66,24 @@ def pool_out_size(n: int, k: int, s: int, p: int, ceil_mode: bool) -> int:
             out -= 1
         return out
     return (n + 2 * p - k) // s + 1
+
+
+def count_bits(colptr) -> int:
+    """Bits per packed column count (§4.2): enough for the fullest column, at least 1."""
+    return max(1, int(np.diff(np.asarray(colptr, np.int64)).max(initial=0)).bit_length())
+
+
+def pack_counts(colptr, bits: int) -> bytes:
+    """Column entry counts as ``bits``-bit unsigned integers, MSB first (§4.2)."""
+    counts = np.diff(np.asarray(colptr, np.int64))
+    shifts = np.arange(bits - 1, -1, -1, dtype=np.int64)
+    return np.packbits(((counts[:, None] >> shifts) & 1).astype(np.uint8).reshape(-1)).tobytes()
+
+
+def unpack_counts(raw, cols: int, bits: int) -> np.ndarray:
+    """Inverse of :func:`pack_counts` -> int64 counts [cols]."""
+    b = np.unpackbits(np.frombuffer(bytes(raw), np.uint8))[: cols * bits].reshape(cols, bits).astype(np.int64)
+    return b @ (np.int64(1) << np.arange(bits - 1, -1, -1, dtype=np.int64))
 
 
 def _align(n: int, a: int) -> int:
@@ -120,7 +138,7 @@ class LayerRecord:
     chunk_symbols: int = 0
     nnz: int = 0
     codebook: np.ndarray | None = None  # float32 [2^code_bits], [0] == 0
-    colptr: np.ndarray | None = None  # uint32 [cols+1]
+    colptr: np.ndarray | None = None  # uint32 [cols+1]; stored as packed column counts
     code_lengths: np.ndarray | None = None
     index_lengths: np.ndarray | None = None
     code_offsets: np.ndarray | None = None
@@ -193,7 +211,8 @@ def _layer_arrays(L: LayerRecord) -> list:
     if L.storage == "plain":
         return [np.asarray(L.bias, "<f4"), np.asarray(L.weight, "<f4").reshape(-1)]
     return [np.asarray(L.bias, "<f4"), np.asarray(L.codebook, "<f4"), np.asarray(L.code_lengths, "u1"),
-            np.asarray(L.index_lengths, "u1"), np.asarray(L.colptr, "<u4"), np.asarray(L.code_offsets, "<u4"),
+            np.asarray(L.index_lengths, "u1"), pack_counts(L.colptr, count_bits(L.colptr)),
+            np.asarray(L.code_offsets, "<u4"),
             np.asarray(L.index_offsets, "<u4"), L.code_stream, L.index_stream]
 
 
@@ -208,11 +227,11 @@ def layer_nbytes(L: LayerRecord) -> int:
 def pack_layer(L: LayerRecord) -> bytes:
     if L.storage == "plain":
         head = LAYER_HEADER.pack(STORAGE_PLAIN, {"linear": 1, "conv2d": 2}[L.kind], L.rows, L.cols, L.kh, L.kw,
-                                 0, 0, 0, 0, 0, 0, 0, 0, L.name.encode()[:32])
+                                 0, 0, 0, 0, 0, 0, 0, 0, 0, L.name.encode()[:32])
     else:
         nent = L.n_entries
         head = LAYER_HEADER.pack(STORAGE_SPARSE, {"linear": 1, "conv2d": 2}[L.kind], L.rows, L.cols, L.kh, L.kw,
-                                 L.code_bits, L.index_bits, 0, L.chunk_symbols, nent, L.nnz,
+                                 L.code_bits, L.index_bits, count_bits(L.colptr), 0, L.chunk_symbols, nent, L.nnz,
                                  len(L.code_stream), len(L.index_stream), L.name.encode()[:32])
     out = bytearray(head)
     for a in _layer_arrays(L):
@@ -440,7 +459,7 @@ def parse_layer(body, index: int, decode: bool = True) -> LayerRecord:
     where = f"LAYER[{index}]"
     if len(body) < LAYER_HEADER.size:
         raise FormatError(f"{where}: section is {len(body)} bytes, shorter than its 96-byte header")
-    (storage, kind, rows, cols, kh, kw, cbits, ibits, res, chunk, nent, nnz, cbytes, ibytes,
+    (storage, kind, rows, cols, kh, kw, cbits, ibits, nbits, res, chunk, nent, nnz, cbytes, ibytes,
      rawname) = LAYER_HEADER.unpack_from(body, 0)
     try:
         name = rawname.rstrip(b"\0").decode("utf-8")
@@ -469,8 +488,9 @@ def parse_layer(body, index: int, decode: bool = True) -> LayerRecord:
     if not np.isfinite(L.bias).all():
         raise FormatError(f"{where}: bias: non-finite value")
     if storage == STORAGE_PLAIN:
-        if cbits or ibits or chunk or nent or nnz or cbytes or ibytes:
-            raise FormatError(f"{where}: a plain layer must have zero code_bits/index_bits/chunk/entry/stream fields")
+        if cbits or ibits or nbits or chunk or nent or nnz or cbytes or ibytes:
+            raise FormatError(f"{where}: a plain layer must have zero code_bits/index_bits/count_bits/chunk/entry/"
+                              "stream fields")
         if rows * cols > (len(body) - cur.pos) // 4:
             raise FormatError(f"{where}: weight: rows*cols={rows * cols} floats do not fit in the section")
         L.weight = cur.array("<f4", rows * cols, "weight", ARRAY_ALIGN).astype(np.float32).reshape(rows, cols)
@@ -486,8 +506,12 @@ def parse_layer(body, index: int, decode: bool = True) -> LayerRecord:
         raise FormatError(f"{where}: n_entries {nent} cannot fit in streams of {cbytes}/{ibytes} bytes")
     if nnz > nent:
         raise FormatError(f"{where}: nnz {nnz} > n_entries {nent}")
-    if cols + 1 > len(body) // 4:
-        raise FormatError(f"{where}: colptr: cols+1={cols + 1} entries do not fit in the section")
+    if nent >= 1 << 32:
+        raise FormatError(f"{where}: n_entries {nent} >= 2^32")
+    if not 1 <= nbits <= 32:
+        raise FormatError(f"{where}: count_bits {nbits} must be in 1..32")
+    if (cols * nbits + 7) // 8 > len(body):
+        raise FormatError(f"{where}: col_counts: {cols} x {nbits} bits do not fit in the section")
     nch = huffman.n_chunks(nent, chunk)
     L.code_bits, L.index_bits, L.chunk_symbols, L.nnz = cbits, ibits, chunk, nnz
     L.codebook = cur.array("<f4", 1 << cbits, "codebook", ARRAY_ALIGN).astype(np.float32)
@@ -497,17 +521,20 @@ def parse_layer(body, index: int, decode: bool = True) -> LayerRecord:
         raise FormatError(f"{where}: codebook[0] must be +0.0 (code 0 is the filler / pruned zero)")
     L.code_lengths = cur.array("u1", 1 << cbits, "code_lengths", ARRAY_ALIGN).copy()
     L.index_lengths = cur.array("u1", 1 << ibits, "index_lengths", ARRAY_ALIGN).copy()
-    L.colptr = cur.array("<u4", cols + 1, "colptr", ARRAY_ALIGN).astype(np.uint32)
+    raw_counts = cur.array("u1", (cols * nbits + 7) // 8, "col_counts", ARRAY_ALIGN)
     L.code_offsets = cur.array("<u4", nch + 1, "code_offsets", ARRAY_ALIGN).astype(np.uint32)
     L.index_offsets = cur.array("<u4", nch + 1, "index_offsets", ARRAY_ALIGN).astype(np.uint32)
     L.code_stream = bytes(cur.array("u1", cbytes, "code_stream", ARRAY_ALIGN))
     L.index_stream = bytes(cur.array("u1", ibytes, "index_stream", ARRAY_ALIGN))
     cur.done()
-    cp = L.colptr.astype(np.int64)
-    if cp[0] != 0 or cp[-1] != nent:
-        raise FormatError(f"{where}: colptr: must start at 0 and end at n_entries={nent} (got {cp[0]}..{cp[-1]})")
-    if (np.diff(cp) < 0).any():
-        raise FormatError(f"{where}: colptr[{int(np.flatnonzero(np.diff(cp) < 0)[0]) + 1}]: decreasing")
+    spare = (-cols * nbits) % 8
+    if spare and raw_counts[-1] & ((1 << spare) - 1):
+        raise FormatError(f"{where}: col_counts: non-zero padding bits")
+    counts = unpack_counts(raw_counts, cols, nbits)
+    total = int(counts.sum())
+    if total != nent:
+        raise FormatError(f"{where}: col_counts: sum {total} != n_entries {nent}")
+    L.colptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.uint32)
     for nm, offs, nbytes in (("code_offsets", L.code_offsets, cbytes), ("index_offsets", L.index_offsets, ibytes)):
         o = offs.astype(np.int64)
         if o[0] != 0 or o[-1] != nbytes or (np.diff(o) < 0).any():
