@@ -170,12 +170,12 @@ def decode(stream, offsets, lengths, n_symbols: int, chunk_symbols: int, where: 
             raise FormatError(f"{where}: {buf.size} bytes for an empty stream")
         return np.zeros(0, dtype=np.uint8)
     lmax, tsym, tlen = _decode_table(lengths)
-    bits = np.unpackbits(buf).astype(np.int64)
+    bits = np.unpackbits(buf)
     total = bits.size
     pad = chunk_symbols * lmax + lmax
-    bits = np.concatenate([bits, np.zeros(pad, dtype=np.int64)])
-    # window[p] = the lmax bits starting at bit p, MSB first.
-    win = np.zeros(total + chunk_symbols * lmax + 1, dtype=np.int64)
+    bits = np.concatenate([bits, np.zeros(pad, dtype=np.uint8)])
+    # window[p] = the lmax (<= 15) bits starting at bit p, MSB first.
+    win = np.zeros(total + chunk_symbols * lmax + 1, dtype=np.int32)
     for k in range(lmax):
         win = (win << 1) | bits[k : k + win.size]
     pos = offsets[:-1] * 8
@@ -209,8 +209,7 @@ def decode(stream, offsets, lengths, n_symbols: int, chunk_symbols: int, where: 
         p = int(pos[c])
         if bits[p : (p + 7) // 8 * 8].any():
             raise FormatError(f"{where}: chunk {int(c)}: non-zero padding bits")
-    return out.reshape(-1)[: n_symbols].copy() if nc == 1 else np.concatenate(
-        [out[:-1].reshape(-1), out[-1, : counts[-1]]])
+    return out.reshape(-1)[:n_symbols]  # only the last chunk is partial, and it comes last
 
 
 def decode_ref(stream: bytes, offsets, lengths, n_symbols: int, chunk_symbols: int) -> np.ndarray:
