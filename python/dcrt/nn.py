@@ -1,4 +1,4 @@
-"""numpy model definition: layers with an inference forward, and ``Sequential``.
+"""numpy model definition: layers with a forward, a backward for training, and ``Sequential``.
 
 Semantics follow Caffe (the paper's framework): pooling rounds output sizes up
 (``ceil_mode``), average pooling divides by the window clipped to the padded input,
@@ -21,8 +21,14 @@ class Layer:
     #: parameter names stored in npz files / .dcz layers
     param_names: tuple = ()
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+        """``train=True`` caches what :meth:`backward` needs (and turns dropout on)."""
         raise NotImplementedError
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        """Gradient w.r.t. the input of the last training forward; weighted layers also
+        set ``self.grads`` ({"weight": dW, "bias": db})."""
+        raise NotImplementedError(f"{type(self).__name__} has no backward")
 
     def output_shape(self, shape: tuple) -> tuple:
         return tuple(self.forward(np.zeros((1,) + tuple(shape), np.float32)).shape[1:])
@@ -43,11 +49,18 @@ class Linear(Layer):
         self.weight = np.zeros((self.out_features, self.in_features), np.float32)
         self.bias = np.zeros(self.out_features, np.float32)
 
-    def forward(self, x):
+    def forward(self, x, train=False):
+        self._in_shape = x.shape
         x = x.reshape(x.shape[0], -1)
         if x.shape[1] != self.in_features:
             raise ValueError(f"{self.name}: expected {self.in_features} input features, got {x.shape[1]}")
+        if train:
+            self._x = x
         return x @ self.weight.T + self.bias
+
+    def backward(self, dy):
+        self.grads = {"weight": dy.T @ self._x, "bias": dy.sum(axis=0)}
+        return (dy @ self.weight).reshape(self._in_shape)
 
     def output_shape(self, shape):
         return (self.out_features,)
@@ -78,7 +91,7 @@ class Conv2d(Layer):
                 conv_out_size(h, self.kernel_size[0], self.stride[0], self.padding[0]),
                 conv_out_size(w, self.kernel_size[1], self.stride[1], self.padding[1]))
 
-    def forward(self, x):
+    def forward(self, x, train=False):
         n, c, h, w = x.shape
         if c != self.in_channels:
             raise ValueError(f"{self.name}: expected {self.in_channels} channels, got {c}")
@@ -88,20 +101,55 @@ class Conv2d(Layer):
         win = sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw][:, :, :oh, :ow]
         g, icg, ocg = self.groups, c // self.groups, self.out_channels // self.groups
         out = np.empty((n, self.out_channels, oh * ow), np.float32)
+        cols_all = []
         for gi in range(g):
+            # im2col: [n, pixels, icg*kh*kw], column order (c, ky, kx) = weight.reshape(out, -1)
             cols = win[:, gi * icg:(gi + 1) * icg].transpose(0, 2, 3, 1, 4, 5).reshape(n, oh * ow, icg * kh * kw)
             wm = self.weight[gi * ocg:(gi + 1) * ocg].reshape(ocg, -1)
             out[:, gi * ocg:(gi + 1) * ocg] = np.matmul(wm, cols.transpose(0, 2, 1))
+            if train:
+                cols_all.append(cols)
         out += self.bias[None, :, None]
+        if train:
+            self._cols, self._xshape = cols_all, x.shape
         return out.reshape(n, self.out_channels, oh, ow)
+
+    def backward(self, dy):
+        n, c, h, w = self._xshape
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        oh, ow = dy.shape[2:]
+        g, icg, ocg = self.groups, c // self.groups, self.out_channels // self.groups
+        dyf = dy.reshape(n, self.out_channels, oh * ow)
+        dw = np.empty_like(self.weight)
+        dxp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), np.float32)
+        for gi in range(g):
+            dyg = dyf[:, gi * ocg:(gi + 1) * ocg]  # [n, ocg, P]
+            cols = self._cols[gi]  # [n, P, K]
+            wm = self.weight[gi * ocg:(gi + 1) * ocg].reshape(ocg, -1)
+            dw[gi * ocg:(gi + 1) * ocg] = (dyg.transpose(1, 0, 2).reshape(ocg, -1)
+                                           @ cols.reshape(-1, cols.shape[2])).reshape(dw[gi * ocg:(gi + 1) * ocg].shape)
+            dcols = (dyg.transpose(0, 2, 1) @ wm).reshape(n, oh, ow, icg, kh, kw)
+            # col2im: every kernel tap scatters back onto a strided view of the padded input
+            for ky in range(kh):
+                for kx in range(kw):
+                    dxp[:, gi * icg:(gi + 1) * icg, ky:ky + sh * (oh - 1) + 1:sh, kx:kx + sw * (ow - 1) + 1:sw] += \
+                        dcols[:, :, :, :, ky, kx].transpose(0, 3, 1, 2)
+        self.grads = {"weight": dw, "bias": dyf.sum(axis=(0, 2))}
+        return dxp[:, :, ph:ph + h, pw:pw + w]
 
 
 class ReLU(Layer):
     def __init__(self, name="relu"):
         self.name = name
 
-    def forward(self, x):
-        return np.maximum(x, 0, dtype=np.float32)
+    def forward(self, x, train=False):
+        y = np.maximum(x, 0, dtype=np.float32)
+        if train:
+            self._mask = x > 0
+        return y
+
+    def backward(self, dy):
+        return dy * self._mask
 
     def output_shape(self, shape):
         return tuple(shape)
@@ -132,23 +180,58 @@ class _Pool(Layer):
         win = sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw][:, :, :oh, :ow]
         return win, oh, ow
 
+    def _scatter(self, xshape, parts):
+        """Sum per-tap gradients [n, c, oh, ow] (indexed by (ky, kx)) back onto the input."""
+        n, c, h, w = xshape
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        oh, ow = next(iter(parts.values())).shape[2:]
+        dxp = np.zeros((n, c, max(h + 2 * ph, (oh - 1) * sh + kh), max(w + 2 * pw, (ow - 1) * sw + kw)), np.float32)
+        for (ky, kx), d in parts.items():
+            dxp[:, :, ky:ky + sh * (oh - 1) + 1:sh, kx:kx + sw * (ow - 1) + 1:sw] += d
+        return dxp[:, :, ph:ph + h, pw:pw + w]
+
 
 class MaxPool2d(_Pool):
-    def forward(self, x):
+    def forward(self, x, train=False):
         win, _, _ = self._windows(x, -np.inf)
-        return win.max(axis=(4, 5)).astype(np.float32)
+        y = win.max(axis=(4, 5)).astype(np.float32)
+        if train:
+            self._win, self._y, self._xshape = win, y, x.shape
+        return y
+
+    def backward(self, dy):
+        kh, kw = self.kernel_size
+        taken = np.zeros(dy.shape, bool)
+        parts = {}
+        for ky in range(kh):
+            for kx in range(kw):
+                hit = (self._win[..., ky, kx] == self._y) & ~taken  # first maximum gets the gradient
+                taken |= hit
+                parts[(ky, kx)] = dy * hit
+        return self._scatter(self._xshape, parts)
 
 
 class AvgPool2d(_Pool):
-    def forward(self, x):
-        n, c, h, w = x.shape
-        win, oh, ow = self._windows(x, 0.0)
+    def _divisor(self, h, w, oh, ow):
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         hs = np.arange(oh) * sh - ph
         ws = np.arange(ow) * sw - pw
         dh = np.minimum(hs + kh, h + ph) - hs
         dw = np.minimum(ws + kw, w + pw) - ws
-        return (win.sum(axis=(4, 5), dtype=np.float32) / (dh[:, None] * dw[None, :]).astype(np.float32)).astype(np.float32)
+        return (dh[:, None] * dw[None, :]).astype(np.float32)
+
+    def forward(self, x, train=False):
+        n, c, h, w = x.shape
+        win, oh, ow = self._windows(x, 0.0)
+        if train:
+            self._xshape = x.shape
+        return (win.sum(axis=(4, 5), dtype=np.float32) / self._divisor(h, w, oh, ow)).astype(np.float32)
+
+    def backward(self, dy):
+        n, c, h, w = self._xshape
+        d = dy / self._divisor(h, w, *dy.shape[2:])
+        kh, kw = self.kernel_size
+        return self._scatter(self._xshape, {(ky, kx): d for ky in range(kh) for kx in range(kw)})
 
 
 class LRN(Layer):
@@ -162,20 +245,36 @@ class LRN(Layer):
     def output_shape(self, shape):
         return tuple(shape)
 
-    def forward(self, x):
+    def _window_sum(self, v):
         half = self.size // 2
-        sq = np.pad(x.astype(np.float32) ** 2, ((0, 0), (half, half), (0, 0), (0, 0)))
-        acc = sliding_window_view(sq, self.size, axis=1).sum(axis=-1, dtype=np.float32)
-        scale = np.float32(self.k) + np.float32(self.alpha / self.size) * acc
-        return (x * scale ** np.float32(-self.beta)).astype(np.float32)
+        vp = np.pad(v, ((0, 0), (half, half), (0, 0), (0, 0)))
+        return sliding_window_view(vp, self.size, axis=1).sum(axis=-1, dtype=np.float32)
+
+    def forward(self, x, train=False):
+        scale = np.float32(self.k) + np.float32(self.alpha / self.size) * self._window_sum(x.astype(np.float32) ** 2)
+        y = (x * scale ** np.float32(-self.beta)).astype(np.float32)
+        if train:
+            self._x, self._scale, self._y = x, scale, y
+        return y
+
+    def backward(self, dy):
+        # y_i = x_i s_i^-b, s_i = k + a/n sum_{j in win(i)} x_j^2  (windows are symmetric)
+        x, s, y = self._x, self._scale, self._y
+        t = self._window_sum(dy * y / s)
+        return (dy * s ** np.float32(-self.beta) - np.float32(2 * self.alpha * self.beta / self.size) * x * t
+                ).astype(np.float32)
 
 
 class Flatten(Layer):
     def __init__(self, name="flatten"):
         self.name = name
 
-    def forward(self, x):
+    def forward(self, x, train=False):
+        self._shape = x.shape
         return x.reshape(x.shape[0], -1)
+
+    def backward(self, dy):
+        return dy.reshape(self._shape)
 
     def output_shape(self, shape):
         return (int(np.prod(shape)),)
@@ -187,23 +286,39 @@ class Softmax(Layer):
     def __init__(self, name="prob"):
         self.name = name
 
-    def forward(self, x):
+    def forward(self, x, train=False):
         z = x - x.max(axis=1, keepdims=True)
         e = np.exp(z)
-        return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+        y = (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+        if train:
+            self._y = y
+        return y
+
+    def backward(self, dy):
+        y = self._y
+        return y * (dy - (dy * y).sum(axis=1, keepdims=True))
 
     def output_shape(self, shape):
         return tuple(shape)
 
 
 class Dropout(Layer):
-    """Inference no-op (training behaviour arrives with the trainer)."""
+    """Inverted dropout: in training, zero each unit with probability p and scale the rest by
+    1/(1-p); a no-op at inference. ``rng`` (seeded by the trainer) makes it reproducible."""
 
     def __init__(self, p=0.5, name="drop"):
         self.name, self.p = name, float(p)
+        self.rng = np.random.default_rng(0)
 
-    def forward(self, x):
-        return x
+    def forward(self, x, train=False):
+        if not train or self.p == 0:
+            self._mask = None
+            return x
+        self._mask = (self.rng.random(x.shape, dtype=np.float32) >= self.p) / np.float32(1 - self.p)
+        return x * self._mask
+
+    def backward(self, dy):
+        return dy if self._mask is None else dy * self._mask
 
     def output_shape(self, shape):
         return tuple(shape)
@@ -266,7 +381,9 @@ class Sequential:
         shape = (1, -1) + (1,) * (x.ndim - 2)
         return ((x - self.mean.reshape(shape)) / self.std.reshape(shape)).astype(np.float32)
 
-    def forward(self, x):
+    def forward(self, x, train=False, logits=False):
+        """Run the network. ``logits=True`` stops before a final Softmax (for the loss);
+        ``train=True`` caches for :meth:`backward` and enables dropout."""
         x = np.asarray(x, np.float32)
         single = x.shape == self.input_shape
         if single:
@@ -274,9 +391,18 @@ class Sequential:
         if x.shape[1:] != self.input_shape:
             raise ValueError(f"{self.name}: expected input [N, {', '.join(map(str, self.input_shape))}], got {list(x.shape)}")
         x = self.normalize(x)
-        for l in self.layers:
-            x = l.forward(x)
+        layers = self.layers[:-1] if logits and self.layers and isinstance(self.layers[-1], Softmax) else self.layers
+        for l in layers:
+            x = l.forward(x, train)
+        self._ran = layers
         return x[0] if single else x
+
+    def backward(self, dy):
+        """Backpropagate through the layers of the last training forward; returns d(input')
+        (after normalisation)."""
+        for l in reversed(self._ran):
+            dy = l.backward(dy)
+        return dy
 
     __call__ = forward
 
