@@ -170,15 +170,16 @@ class _Pool(Layer):
                 pool_out_size(h, self.kernel_size[0], self.stride[0], self.padding[0], self.ceil_mode),
                 pool_out_size(w, self.kernel_size[1], self.stride[1], self.padding[1], self.ceil_mode))
 
-    def _windows(self, x, fill):
+    def _taps(self, x, fill):
+        """Padded input and, per kernel tap (ky, kx), the strided slice every output reads."""
         n, c, h, w = x.shape
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         _, oh, ow = self.output_shape((c, h, w))
         hi_h = max(0, (oh - 1) * sh + kh - h - ph)
         hi_w = max(0, (ow - 1) * sw + kw - w - pw)
         xp = np.pad(x, ((0, 0), (0, 0), (ph, hi_h), (pw, hi_w)), constant_values=fill)
-        win = sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw][:, :, :oh, :ow]
-        return win, oh, ow
+        return {(ky, kx): xp[:, :, ky:ky + sh * (oh - 1) + 1:sh, kx:kx + sw * (ow - 1) + 1:sw]
+                for ky in range(kh) for kx in range(kw)}, oh, ow
 
     def _scatter(self, xshape, parts):
         """Sum per-tap gradients [n, c, oh, ow] (indexed by (ky, kx)) back onto the input."""
@@ -193,21 +194,22 @@ class _Pool(Layer):
 
 class MaxPool2d(_Pool):
     def forward(self, x, train=False):
-        win, _, _ = self._windows(x, -np.inf)
-        y = win.max(axis=(4, 5)).astype(np.float32)
+        taps, _, _ = self._taps(x, -np.inf)
+        y = None
+        for t in taps.values():
+            y = t.copy() if y is None else np.maximum(y, t, out=y)
+        y = y.astype(np.float32, copy=False)
         if train:
-            self._win, self._y, self._xshape = win, y, x.shape
+            self._tapv, self._y, self._xshape = taps, y, x.shape
         return y
 
     def backward(self, dy):
-        kh, kw = self.kernel_size
         taken = np.zeros(dy.shape, bool)
         parts = {}
-        for ky in range(kh):
-            for kx in range(kw):
-                hit = (self._win[..., ky, kx] == self._y) & ~taken  # first maximum gets the gradient
-                taken |= hit
-                parts[(ky, kx)] = dy * hit
+        for key, t in self._tapv.items():
+            hit = (t == self._y) & ~taken  # the first maximum in tap order gets the gradient
+            taken |= hit
+            parts[key] = dy * hit
         return self._scatter(self._xshape, parts)
 
 
@@ -222,10 +224,13 @@ class AvgPool2d(_Pool):
 
     def forward(self, x, train=False):
         n, c, h, w = x.shape
-        win, oh, ow = self._windows(x, 0.0)
+        taps, oh, ow = self._taps(x, 0.0)
+        total = np.zeros((n, c, oh, ow), np.float32)
+        for t in taps.values():
+            total += t
         if train:
             self._xshape = x.shape
-        return (win.sum(axis=(4, 5), dtype=np.float32) / self._divisor(h, w, oh, ow)).astype(np.float32)
+        return total / self._divisor(h, w, oh, ow)
 
     def backward(self, dy):
         n, c, h, w = self._xshape

