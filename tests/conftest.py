@@ -49,6 +49,19 @@ def section_offsets(data: bytes):
     return [struct.unpack_from("<IIQQ", data, 64 + 32 * i) for i in range(nsec)]
 
 
+def require_dataset(name, **kw):
+    """Load a dataset, or skip with the reason where it is not installed. CI sets
+    DCRT_REQUIRE_DATA=1: there a missing dataset is a failure, not a skip."""
+    import os
+    from dcrt import data
+    try:
+        return data.load(name, **kw)
+    except (FileNotFoundError, ImportError) as e:
+        if os.environ.get("DCRT_REQUIRE_DATA"):
+            raise
+        pytest.skip(str(e))
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)

