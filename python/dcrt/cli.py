@@ -100,6 +100,19 @@ def cmd_pipeline(a):
           f"infer {1e3 * r.latency_ms:.1f} us (batch 1, median); total {time.perf_counter() - t:.0f}s")
 
 
+def cmd_figure(a):
+    import os
+    from dcrt import experiments
+    from dcrt.pipeline import Config
+    kw = {k: getattr(a, k) for k in ("baseline_epochs", "weight_decay", "retrain_lr", "finetune_lr")
+          if getattr(a, k) is not None}
+    cfg = Config(arch=a.arch, dataset=a.data, **kw)
+    os.makedirs(a.out, exist_ok=True)
+    t = time.perf_counter()
+    path = getattr(experiments, a.which)(cfg, a.out, progress=not a.quiet)[0]
+    print(f"wrote {path} in {time.perf_counter() - t:.0f}s")
+
+
 def _percentiles(ts):
     ts = np.asarray(ts) * 1e3
     return {"p50": np.percentile(ts, 50), "p90": np.percentile(ts, 90), "p99": np.percentile(ts, 99),
@@ -190,6 +203,16 @@ def main(argv=None):
     pl.add_argument("--init", choices=["linear", "density", "random"])
     pl.add_argument("-q", "--quiet", action="store_true")
     pl.set_defaults(fn=cmd_pipeline)
+    fg = sub.add_parser("figure", help="the paper's figure 4, 6 or 8 on real data, as a PNG (needs matplotlib)")
+    fg.add_argument("which", choices=["fig4", "fig6", "fig8"])
+    fg.add_argument("--arch", default="lenet-300-100", choices=["lenet-300-100", "lenet-5"])
+    fg.add_argument("--data", default="fashion-mnist", choices=["fashion-mnist", "mnist-5k"])
+    fg.add_argument("--out", default="results", help="output folder")
+    for name, typ in (("baseline-epochs", int), ("weight-decay", float), ("retrain-lr", float),
+                      ("finetune-lr", float)):
+        fg.add_argument(f"--{name}", type=typ)
+    fg.add_argument("-q", "--quiet", action="store_true")
+    fg.set_defaults(fn=cmd_figure)
     b = sub.add_parser("bench", help="latency of infer against the dense numpy forward of the same network")
     b.add_argument("file")
     b.add_argument("--batch", type=int, default=1)

@@ -29,6 +29,16 @@ from .sparse import encode_csc
 from .train import SGD, accuracy, cosine_lr, fit
 
 
+#: Where a measured recipe departs from the paper's Tables 2-3 settings, and why:
+#: LeNet-300-100 on Fashion-MNIST keeps 6.5% / 8.5% / 25% of ip1 / ip2 / ip3 with 5-bit
+#: codebooks (the paper: 8% / 9% / 26%, 6 bits). Fashion-MNIST images cover most pixels, so
+#: ip1 keeps few empty input columns and its gaps cost ~4.6 bits instead of the paper's 3.7;
+#: the extra pruning and the smaller codebook pay for that (bench/RESULTS-lenet.md).
+RECIPES = {
+    "lenet-300-100": {"density": {"ip1": 0.065, "ip2": 0.085, "ip3": 0.25}, "bits": 5},
+}
+
+
 @dataclass
 class Config:
     arch: str = "lenet-300-100"
@@ -36,24 +46,24 @@ class Config:
     seed: int = 0
     batch_size: int = 128
     momentum: float = 0.9
-    weight_decay: float = 1e-4
+    weight_decay: float = 5e-4
     baseline_epochs: int = 20
     baseline_lr: float = 0.05
-    density: object = None  # final density: number or {layer: density}; None = the paper's
-    prune_steps: int = 3  # iterative pruning: density^(k/steps) at step k
-    retrain_epochs: int = 4
+    density: object = None  # final density: number or {layer: density}; None = RECIPES, else the paper's
+    prune_steps: int = 5  # iterative pruning: density^(k/steps) at step k
+    retrain_epochs: int = 8
     retrain_lr: float = 0.01
-    bits: object = None  # None = the paper's (8 conv / 5-6 fc)
+    bits: object = None  # None = RECIPES, else the paper's (8 conv / 5-6 fc)
     index_bits: object = None  # None = the paper's
     init: str = "linear"
-    finetune_epochs: int = 3
-    finetune_lr: float = 0.005
+    finetune_epochs: int = 4
+    finetune_lr: float = 0.001  # a centroid's gradient sums thousands of weights' gradients
     train_subset: int = 0  # > 0: a stratified subset of the training set (quick runs, tests)
 
     def resolved(self):
-        p = zoo.PAPER[self.arch]
-        return (p["density"] if self.density is None else self.density,
-                p["bits"] if self.bits is None else self.bits,
+        p, r = zoo.PAPER[self.arch], RECIPES.get(self.arch, {})
+        return (r.get("density", p["density"]) if self.density is None else self.density,
+                r.get("bits", p["bits"]) if self.bits is None else self.bits,
                 p["index_bits"] if self.index_bits is None else self.index_bits)
 
     def stages(self):
