@@ -162,3 +162,11 @@ def test_centroid_finetuning_keeps_codes_and_sparsity(rng):
         assert q.codebook[0] == 0 and not np.array_equal(q.codebook, before[l.name][1])
         np.testing.assert_array_equal(l.weight, q.codebook[q.codes])
         assert (l.weight[~masks[l.name]] == 0).all()
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # overflow before the check fires
+def test_divergence_is_a_clear_error(rng):
+    x, y = toy_data(rng)
+    m = mlp()
+    with pytest.raises(FloatingPointError, match="diverged; lower the learning rate"):
+        fit(m, SGD(m, lr=1e4, momentum=0.99), x, y, epochs=5, batch_size=32, progress=False)

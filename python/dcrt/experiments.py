@@ -41,8 +41,8 @@ def baseline(cfg: Config, progress=True):
     m = zoo.build(cfg.arch, seed=cfg.seed)
     m.mean = np.array([ds.train.x.mean()], np.float32)
     m.std = np.array([ds.train.x.std()], np.float32)
-    fit(m, SGD(m, cfg.baseline_lr, cfg.momentum, cfg.weight_decay), ds.train.x, ds.train.y, cfg.baseline_epochs,
-        cfg.batch_size, cfg.seed, lr_schedule=lambda e: cosine_lr(cfg.baseline_lr, e, cfg.baseline_epochs),
+    fit(m, SGD(m, cfg.lr('baseline_lr'), cfg.momentum, cfg.weight_decay), ds.train.x, ds.train.y, cfg.baseline_epochs,
+        cfg.batch_size, cfg.seed, lr_schedule=lambda e: cosine_lr(cfg.lr('baseline_lr'), e, cfg.baseline_epochs),
         progress=progress, desc="baseline")
     return m, ds
 
@@ -58,8 +58,8 @@ def prune_retrain(m, ds, density, cfg: Config, steps=2, epochs=2, seed=1):
     for k in range(1, steps + 1):
         d = density ** (k / steps)
         masks = {l.name: prune_density(l.weight, d) for l in m.weighted()}
-        fit(m, SGD(m, cfg.retrain_lr, cfg.momentum, cfg.weight_decay), ds.train.x, ds.train.y, epochs,
-            cfg.batch_size, seed + k, masks=masks, lr_schedule=lambda e: cosine_lr(cfg.retrain_lr, e, epochs),
+        fit(m, SGD(m, cfg.lr('retrain_lr'), cfg.momentum, cfg.weight_decay), ds.train.x, ds.train.y, epochs,
+            cfg.batch_size, seed + k, masks=masks, lr_schedule=lambda e: cosine_lr(cfg.lr('retrain_lr'), e, epochs),
             progress=False)
     return m, masks
 
@@ -136,7 +136,7 @@ def fig8(cfg: Config, out_dir, density=None, progress=True):
     for k in range(1, 3):
         masks = {l.name: prune_density(l.weight, float(dens[l.name] if isinstance(dens, dict) else dens) ** (k / 2))
                  for l in pm.weighted()}
-        fit(pm, SGD(pm, cfg.retrain_lr, cfg.momentum, cfg.weight_decay), ds.train.x, ds.train.y, 2, cfg.batch_size,
+        fit(pm, SGD(pm, cfg.lr('retrain_lr'), cfg.momentum, cfg.weight_decay), ds.train.x, ds.train.y, 2, cfg.batch_size,
             k, masks=masks, progress=False)
     pruned_acc = accuracy(pm, *test)
     bits = [2, 3, 4, 5, 6, 7, 8]

@@ -35,7 +35,9 @@ from .train import SGD, accuracy, cosine_lr, fit
 #: ip1 keeps few empty input columns and its gaps cost ~4.6 bits instead of the paper's 3.7;
 #: the extra pruning and the smaller codebook pay for that (bench/RESULTS-lenet.md).
 RECIPES = {
-    "lenet-300-100": {"density": {"ip1": 0.065, "ip2": 0.085, "ip3": 0.25}, "bits": 5},
+    "lenet-300-100": {"density": {"ip1": 0.065, "ip2": 0.085, "ip3": 0.25}, "bits": 5, "baseline_lr": 0.05,
+                      "retrain_lr": 0.01},
+    "lenet-5": {"baseline_lr": 0.01, "retrain_lr": 0.005},  # 0.05 diverges (Caffe's LeNet uses 0.01)
 }
 
 
@@ -48,11 +50,11 @@ class Config:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     baseline_epochs: int = 20
-    baseline_lr: float = 0.05
+    baseline_lr: float | None = None  # None: RECIPES (0.05 LeNet-300-100, 0.01 LeNet-5)
     density: object = None  # final density: number or {layer: density}; None = RECIPES, else the paper's
     prune_steps: int = 5  # iterative pruning: density^(k/steps) at step k
     retrain_epochs: int = 8
-    retrain_lr: float = 0.01
+    retrain_lr: float | None = None  # None: RECIPES
     bits: object = None  # None = RECIPES, else the paper's (8 conv / 5-6 fc)
     index_bits: object = None  # None = the paper's
     init: str = "linear"
@@ -65,6 +67,10 @@ class Config:
         return (r.get("density", p["density"]) if self.density is None else self.density,
                 r.get("bits", p["bits"]) if self.bits is None else self.bits,
                 p["index_bits"] if self.index_bits is None else self.index_bits)
+
+    def lr(self, which: str) -> float:
+        v = getattr(self, which)
+        return RECIPES.get(self.arch, {}).get(which, 0.05 if which == "baseline_lr" else 0.01) if v is None else v
 
     def stages(self):
         return (["baseline"] + [f"prune{k}" for k in range(1, self.prune_steps + 1)]
@@ -171,17 +177,17 @@ def run(cfg: Config, out_path, checkpoint_dir=None, progress=True, log_fn=print,
         seed = cfg.seed * 1000 + si
         nbytes = orig
         if stage == "baseline":
-            opt = SGD(model, cfg.baseline_lr, cfg.momentum, cfg.weight_decay)
+            opt = SGD(model, cfg.lr("baseline_lr"), cfg.momentum, cfg.weight_decay)
             fit(model, opt, train.x, train.y, cfg.baseline_epochs, cfg.batch_size, seed,
-                lr_schedule=lambda e: cosine_lr(cfg.baseline_lr, e, cfg.baseline_epochs), progress=progress,
+                lr_schedule=lambda e: cosine_lr(cfg.lr("baseline_lr"), e, cfg.baseline_epochs), progress=progress,
                 desc=f"{cfg.arch} baseline")
         elif stage.startswith("prune"):
             k = int(stage[5:])
             step = {l.name: float(_per_layer(density, l.name, 1.0)) ** (k / cfg.prune_steps) for l in model.weighted()}
             masks = {l.name: prune_density(l.weight, step[l.name]) for l in model.weighted()}
-            opt = SGD(model, cfg.retrain_lr, cfg.momentum, cfg.weight_decay)
+            opt = SGD(model, cfg.lr("retrain_lr"), cfg.momentum, cfg.weight_decay)
             fit(model, opt, train.x, train.y, cfg.retrain_epochs, cfg.batch_size, seed, masks=masks,
-                lr_schedule=lambda e: cosine_lr(cfg.retrain_lr, e, cfg.retrain_epochs), progress=progress,
+                lr_schedule=lambda e: cosine_lr(cfg.lr("retrain_lr"), e, cfg.retrain_epochs), progress=progress,
                 desc=f"{cfg.arch} {stage} ({100 * min(step.values()):.1f}%..{100 * max(step.values()):.1f}%)")
             nbytes = pruned_bytes(model, masks, index_bits)
         elif stage == "quantize":

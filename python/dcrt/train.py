@@ -129,6 +129,9 @@ def fit(model: Sequential, opt: SGD, x: np.ndarray, y: np.ndarray, epochs: int, 
         for idx in batches(len(x), batch_size, rng):
             logits = model.forward(x[idx], train=True, logits=True)
             loss, d = softmax_cross_entropy(logits, y[idx])
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"{desc}: the loss became {loss} in epoch {ep + 1} (learning rate "
+                                         f"{opt.lr:g}): training diverged; lower the learning rate")
             model.backward(d)
             opt.step(masks, quant)
             total += loss * len(idx)
