@@ -17,10 +17,8 @@ import time
 
 import numpy as np
 
-from . import data as datasets
-from . import zoo
 from .compressor import encode, prune_density, quantize, quantize_layer, write
-from .pipeline import Config, pruned_bytes
+from .pipeline import Config, prepare, pruned_bytes
 from .progress import Progress
 from .train import SGD, accuracy, cosine_lr, fit
 
@@ -37,10 +35,7 @@ def _plt():
 
 def baseline(cfg: Config, progress=True):
     """Train the pipeline's baseline once; returns (model, dataset)."""
-    ds = datasets.load(cfg.dataset, image=cfg.arch == "lenet-5", seed=cfg.seed)
-    m = zoo.build(cfg.arch, seed=cfg.seed)
-    m.mean = np.array([ds.train.x.mean()], np.float32)
-    m.std = np.array([ds.train.x.std()], np.float32)
+    m, ds, _ = prepare(cfg)
     fit(m, SGD(m, cfg.lr('baseline_lr'), cfg.momentum, cfg.weight_decay), ds.train.x, ds.train.y, cfg.baseline_epochs,
         cfg.batch_size, cfg.seed, lr_schedule=lambda e: cosine_lr(cfg.lr('baseline_lr'), e, cfg.baseline_epochs),
         progress=progress, desc="baseline")
@@ -113,13 +108,18 @@ def fig6(cfg: Config, out_dir, progress=True):
     ax.set_ylabel("top-1 accuracy change, points")
     ax.set_ylim(-4, 1)
     ax.set_title(f"{cfg.arch} on {cfg.dataset}: baseline {base_acc:.2f}%")
+    path = _finish(fig, ax, out_dir, f"fig6-{cfg.arch}-{cfg.dataset}.png")
+    _dump(out_dir, f"fig6-{cfg.arch}-{cfg.dataset}.json", {"baseline": base_acc, **rows})
+    return path, base_acc, rows
+
+
+def _finish(fig, ax, out_dir, name):
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    path = os.path.join(out_dir, f"fig6-{cfg.arch}-{cfg.dataset}.png")
+    path = os.path.join(out_dir, name)
     fig.savefig(path, dpi=120)
-    _dump(out_dir, f"fig6-{cfg.arch}-{cfg.dataset}.json", {"baseline": base_acc, **rows})
-    return path, base_acc, rows
+    return path
 
 
 def _pack(model, quant):
@@ -164,11 +164,7 @@ def fig8(cfg: Config, out_dir, density=None, progress=True):
     ax.set_xlabel("bits per weight (codebook of 2^b - 1 centroids + zero)")
     ax.set_ylabel("top-1 accuracy, %")
     ax.set_title(f"{cfg.arch} on {cfg.dataset}: centroid initialisation")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = os.path.join(out_dir, f"fig8-{cfg.arch}-{cfg.dataset}.png")
-    fig.savefig(path, dpi=120)
+    path = _finish(fig, ax, out_dir, f"fig8-{cfg.arch}-{cfg.dataset}.png")
     _dump(out_dir, f"fig8-{cfg.arch}-{cfg.dataset}.json", {"pruned": pruned_acc, **rows})
     return path, pruned_acc, rows
 

@@ -130,6 +130,19 @@ def pruned_bytes(model, masks, index_bits) -> int:
     return total
 
 
+def prepare(cfg: Config):
+    """The dataset and the seeded, untrained network of a run; the model owns its input
+    normalisation (training-set mean and std), its labels and its dataset name."""
+    ds = datasets.load(cfg.dataset, image=cfg.arch == "lenet-5", seed=cfg.seed)
+    train = ds.train.subset(cfg.train_subset, cfg.seed) if cfg.train_subset else ds.train
+    model = zoo.build(cfg.arch, seed=cfg.seed)
+    model.mean = np.array([train.x.mean()], np.float32)
+    model.std = np.array([train.x.std()], np.float32)
+    model.labels = list(ds.labels)
+    model.metadata = {"dataset": cfg.dataset}
+    return model, ds, train
+
+
 def run(cfg: Config, out_path, checkpoint_dir=None, progress=True, log_fn=print, stop_after=None) -> Result:
     """Run (or resume) the pipeline; ``stop_after`` ends it after that stage (checkpoints
     stay, so a later call resumes). Returns the per-stage log, the report, the baseline's
@@ -137,15 +150,8 @@ def run(cfg: Config, out_path, checkpoint_dir=None, progress=True, log_fn=print,
     if stop_after is not None and stop_after not in cfg.stages():
         raise ValueError(f"stop_after must be one of {cfg.stages()}")
     density, bits, index_bits = cfg.resolved()
-    image = cfg.arch == "lenet-5"
-    ds = datasets.load(cfg.dataset, image=image, seed=cfg.seed)
-    train = ds.train.subset(cfg.train_subset, cfg.seed) if cfg.train_subset else ds.train
+    model, ds, train = prepare(cfg)
     val, test = (ds.val.x, ds.val.y), (ds.test.x, ds.test.y)
-    model = zoo.build(cfg.arch, seed=cfg.seed)
-    model.mean = np.array([train.x.mean()], np.float32)  # the model owns its normalisation
-    model.std = np.array([train.x.std()], np.float32)
-    model.labels = list(ds.labels)
-    model.metadata = {"dataset": cfg.dataset}
     orig = sum(4 * (l.weight.size + l.bias.size) for l in model.weighted())
     masks, quant, log = None, None, []
     stages = cfg.stages()
