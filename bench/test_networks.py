@@ -3,7 +3,6 @@ dequantized network, in one run. Run:  pytest bench/test_networks.py --benchmark
 
 The ratio table that goes into bench/RESULTS.md comes from `dcrt bench` (see there); this
 file is the pytest-benchmark form of the same comparison. No timing is asserted."""
-import numpy as np
 import pytest
 
 import dcrt

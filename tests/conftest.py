@@ -7,7 +7,6 @@ import zlib
 import numpy as np
 import pytest
 
-from dcrt import format as fmt
 
 
 def random_codes(rng, rows, cols, density, code_bits, empty_cols=()):

@@ -1,10 +1,8 @@
 """The command line, end to end in a subprocess, and the compressor without the native runtime."""
-import os
 import subprocess
 import sys
 
 import numpy as np
-import pytest
 
 
 def dcrt_cli(*args, check=True):

@@ -3,7 +3,7 @@ centroid gradient of equation 3, and a loss that goes down."""
 import numpy as np
 import pytest
 
-from dcrt import nn, zoo
+from dcrt import nn
 from dcrt.compressor import prune_density, quantize_layer
 from dcrt.train import SGD, accuracy, centroid_grads, fit, softmax_cross_entropy
 

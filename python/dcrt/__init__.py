@@ -9,4 +9,6 @@ from .compressor import compress, decompress, prune, quantize, encode, write  # 
 from .errors import FormatError, NativeUnavailableError  # noqa: F401
 from .runtime import Model, load, loads  # noqa: F401
 
+__all__ = ["format", "huffman", "nn", "sparse", "zoo", "compress", "decompress", "prune", "quantize", "encode",
+           "write", "FormatError", "NativeUnavailableError", "Model", "load", "loads", "__version__"]
 __version__ = "0.1.0"

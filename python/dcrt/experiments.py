@@ -13,11 +13,10 @@ import copy
 import json
 import math
 import os
-import time
 
 import numpy as np
 
-from .compressor import encode, prune_density, quantize, quantize_layer, write
+from .compressor import encode, prune_density, quantize, quantize_layer
 from .pipeline import Config, prepare, pruned_bytes
 from .progress import Progress
 from .train import SGD, accuracy, cosine_lr, fit

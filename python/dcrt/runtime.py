@@ -4,7 +4,6 @@ Thin: argument checks, array conversion, errors. The work happens in dcrt._core.
 """
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np

@@ -3,7 +3,6 @@ compression settings (Tables 2-5 of Han et al., ICLR 2016).
 """
 from __future__ import annotations
 
-import numpy as np
 
 from .nn import (LRN, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU, Sequential, Softmax, he_init)
 
