@@ -107,6 +107,25 @@ def test_whole_network_gradient(rng):
         directional_check(loss, w0, g, rng, eps=1e-2)
 
 
+def test_backward_without_input_grad_matches(rng):
+    """Training skips the first weighted layer's input gradient: parameter gradients must be
+    those of the full backward, bit for bit."""
+    m = nn.he_init(nn.Sequential([
+        nn.Conv2d(2, 4, 3, padding=1, name="c1"), nn.ReLU("r"), nn.MaxPool2d(2, 2, name="p"),
+        nn.Conv2d(4, 3, 3, stride=2, padding=1, groups=1, name="c2"), nn.Flatten("f"), nn.Linear(12, 5, "fc"),
+    ], input_shape=(2, 8, 8)), seed=3)
+    x = rng.random((4, 2, 8, 8), dtype=np.float32)
+    d = rng.standard_normal((4, 5)).astype(np.float32)
+    m.forward(x, train=True)
+    assert m.backward(d).shape == x.shape
+    full = {n: {k: v.copy() for k, v in m[n].grads.items()} for n in ("c1", "c2", "fc")}
+    m.forward(x, train=True)
+    assert m.backward(d, input_grad=False) is None
+    for n in full:
+        for k in full[n]:
+            np.testing.assert_array_equal(m[n].grads[k], full[n][k])
+
+
 def toy_data(rng, n=600):
     """Two gaussian blobs per class in 20-D: learnable in a few hundred steps."""
     centers = rng.standard_normal((4, 20)).astype(np.float32) * 2

@@ -132,7 +132,7 @@ def fit(model: Sequential, opt: SGD, x: np.ndarray, y: np.ndarray, epochs: int, 
             if not math.isfinite(loss):
                 raise FloatingPointError(f"{desc}: the loss became {loss} in epoch {ep + 1} (learning rate "
                                          f"{opt.lr:g}): training diverged; lower the learning rate")
-            model.backward(d)
+            model.backward(d, input_grad=False)
             opt.step(masks, quant)
             total += loss * len(idx)
             count += len(idx)
