@@ -186,15 +186,18 @@ def main(argv=None):
     r.add_argument("--threads", type=int)
     r.add_argument("--cast", action="store_true", help="convert the input to float32")
     r.set_defaults(fn=cmd_run)
-    pl = sub.add_parser("pipeline", help="train, prune, quantize, fine-tune and Huffman-code on real data")
+    pl = sub.add_parser("pipeline", help="train, prune, quantize, fine-tune and Huffman-code on real data",
+                        description="Every option left out takes the measured recipe for ARCH on --data "
+                                    "(dcrt.pipeline.RECIPES, bench/RESULTS-lenet.md); the run prints the "
+                                    "settings it used first.")
     pl.add_argument("arch", choices=["lenet-300-100", "lenet-5"])
     pl.add_argument("output", help="the .dcz to write")
     pl.add_argument("--data", default="fashion-mnist", choices=["fashion-mnist", "mnist-5k"])
     pl.add_argument("--checkpoint-dir", help="save every stage here; rerunning resumes")
     pl.add_argument("--stop-after", help="end after this stage (baseline, prune1.., quantize, finetune, encode)")
-    pl.add_argument("--density", help="final density: one value or name=value,... (default: the paper's)")
-    pl.add_argument("--bits", help="codebook bits: one value or name=value,... (default: the paper's)")
-    pl.add_argument("--index-bits", help="relative-index bits (default: the paper's)")
+    pl.add_argument("--density", help="final density: one value or name=value,...")
+    pl.add_argument("--bits", help="codebook bits: one value or name=value,...")
+    pl.add_argument("--index-bits", help="relative-index bits")
     for name, typ in (("seed", int), ("batch-size", int), ("baseline-epochs", int), ("baseline-lr", float),
                       ("prune-steps", int), ("retrain-epochs", int), ("retrain-lr", float),
                       ("finetune-epochs", int), ("finetune-lr", float), ("weight-decay", float),

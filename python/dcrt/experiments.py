@@ -34,9 +34,10 @@ def _plt():
 
 def baseline(cfg: Config, progress=True):
     """Train the pipeline's baseline once; returns (model, dataset)."""
+    cfg = cfg.resolve()
     m, ds, _ = prepare(cfg)
-    fit(m, SGD(m, cfg.lr('baseline_lr'), cfg.momentum, cfg.weight_decay), ds.train.x, ds.train.y, cfg.baseline_epochs,
-        cfg.batch_size, cfg.seed, lr_schedule=lambda e: cosine_lr(cfg.lr('baseline_lr'), e, cfg.baseline_epochs),
+    fit(m, SGD(m, cfg.baseline_lr, cfg.momentum, cfg.weight_decay), ds.train.x, ds.train.y, cfg.baseline_epochs,
+        cfg.batch_size, cfg.seed, lr_schedule=lambda e: cosine_lr(cfg.baseline_lr, e, cfg.baseline_epochs),
         progress=progress, desc="baseline")
     return m, ds
 
@@ -47,13 +48,14 @@ def _orig_bytes(m):
 
 def prune_retrain(m, ds, density, cfg: Config, steps=2, epochs=2, seed=1):
     """Iterative magnitude pruning to ``density`` (all layers) with short retraining."""
+    cfg = cfg.resolve()
     m = copy.deepcopy(m)
     masks = None
     for k in range(1, steps + 1):
         d = density ** (k / steps)
         masks = {l.name: prune_density(l.weight, d) for l in m.weighted()}
-        fit(m, SGD(m, cfg.lr('retrain_lr'), cfg.momentum, cfg.weight_decay), ds.train.x, ds.train.y, epochs,
-            cfg.batch_size, seed + k, masks=masks, lr_schedule=lambda e: cosine_lr(cfg.lr('retrain_lr'), e, epochs),
+        fit(m, SGD(m, cfg.retrain_lr, cfg.momentum, cfg.weight_decay), ds.train.x, ds.train.y, epochs,
+            cfg.batch_size, seed + k, masks=masks, lr_schedule=lambda e: cosine_lr(cfg.retrain_lr, e, epochs),
             progress=False)
     return m, masks
 
@@ -61,6 +63,7 @@ def prune_retrain(m, ds, density, cfg: Config, steps=2, epochs=2, seed=1):
 def quantize_finetune(m, ds, masks, bits, cfg: Config, init="linear", epochs=1, seed=7, lr_scale=1.0):
     """k-means + centroid fine-tuning. A centroid's gradient sums its weights' gradients
     (eq. 3), so unpruned layers (many more weights per centroid) take ``lr_scale`` < 1."""
+    cfg = cfg.resolve()
     m = copy.deepcopy(m)
     quant = quantize(m, masks, bits, init, seed)
     lr = cfg.finetune_lr * lr_scale
@@ -71,6 +74,7 @@ def quantize_finetune(m, ds, masks, bits, cfg: Config, init="linear", epochs=1, 
 
 def fig6(cfg: Config, out_dir, progress=True):
     """Accuracy vs compression rate (size of the compressed layers, every byte counted)."""
+    cfg = cfg.resolve()
     m, ds = baseline(cfg, progress)
     test = (ds.test.x, ds.test.y)
     orig, base_acc = _orig_bytes(m), accuracy(m, *test)
@@ -135,15 +139,16 @@ def _dump(out_dir, name, obj):
 def fig8(cfg: Config, out_dir, density=None, progress=True):
     """Accuracy after quantization + centroid fine-tuning, per initialisation and bit width,
     on the network pruned to the pipeline's density."""
+    cfg = cfg.resolve()
     m, ds = baseline(cfg, progress)
     test = (ds.test.x, ds.test.y)
-    dens = cfg.resolved()[0] if density is None else density
+    dens = cfg.density if density is None else density
     pm = copy.deepcopy(m)
     masks = None
     for k in range(1, 3):
         masks = {l.name: prune_density(l.weight, float(dens[l.name] if isinstance(dens, dict) else dens) ** (k / 2))
                  for l in pm.weighted()}
-        fit(pm, SGD(pm, cfg.lr('retrain_lr'), cfg.momentum, cfg.weight_decay), ds.train.x, ds.train.y, 2, cfg.batch_size,
+        fit(pm, SGD(pm, cfg.retrain_lr, cfg.momentum, cfg.weight_decay), ds.train.x, ds.train.y, 2, cfg.batch_size,
             k, masks=masks, progress=False)
     pruned_acc = accuracy(pm, *test)
     bits = [2, 3, 4, 5, 6, 7, 8]
@@ -170,8 +175,9 @@ def fig8(cfg: Config, out_dir, density=None, progress=True):
 
 def fig4(cfg: Config, out_dir, layer="ip2", bits=5, progress=True):
     """One layer's non-zero weights with its codebook after k-means and after fine-tuning."""
+    cfg = cfg.resolve()
     m, ds = baseline(cfg, progress)
-    pm, masks = prune_retrain(m, ds, float(cfg.resolved()[0][layer]), cfg)
+    pm, masks = prune_retrain(m, ds, float(cfg.density[layer]), cfg)
     w = pm[layer].weight[masks[layer]]
     before = quantize_layer(pm[layer].weight, masks[layer], bits).codebook[1:].copy()
     qm, quant = quantize_finetune(pm, ds, masks, bits, cfg, epochs=2)
