@@ -51,7 +51,7 @@ RECIPES = {
     ("lenet-300-100", "mnist-5k"): {"density": {"ip1": 0.07, "ip2": 0.09, "ip3": 0.25}, "bits": 5,
                                     "weight_decay": 3e-3, "baseline_epochs": 40, "retrain_epochs": 40,
                                     "prune_steps": 8},
-    ("lenet-5", "fashion-mnist"): {"baseline_lr": 0.01, "retrain_lr": 0.005, "baseline_epochs": 10,
+    ("lenet-5", "fashion-mnist"): {"baseline_lr": 0.01, "retrain_lr": 0.005, "baseline_epochs": 10, "weight_decay": 1e-3,
                                    "density": {"conv1": 0.66, "conv2": 0.12, "ip1": 0.055, "ip2": 0.19},
                                    "prune_steps": 6, "retrain_epochs": 5, "finetune_epochs": 2},
     ("lenet-5", "mnist-5k"): {"baseline_lr": 0.01, "retrain_lr": 0.005, "baseline_epochs": 40,
