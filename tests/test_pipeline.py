@@ -100,3 +100,18 @@ def test_interrupted_run_resumes_to_the_same_file(tmp_path):
     assert (tmp_path / "a.dcz").read_bytes() == (tmp_path / "b.dcz").read_bytes()
     with pytest.raises(ValueError, match="another configuration"):
         run(Config(**{**TINY, "bits": 5}), tmp_path / "c.dcz", checkpoint_dir=tmp_path / "ck", **quiet)
+
+
+def test_config_resolution_order():
+    """caller > recipe for (arch, dataset) > defaults > the paper; resolving twice is a no-op."""
+    from dcrt.pipeline import DEFAULTS, RECIPES
+    from dcrt.zoo import PAPER
+    r = Config(arch="lenet-5", dataset="mnist-5k").resolve()
+    assert r.weight_decay == RECIPES[("lenet-5", "mnist-5k")]["weight_decay"] != DEFAULTS["weight_decay"]
+    assert r.momentum == DEFAULTS["momentum"] and r.index_bits == PAPER["lenet-5"]["index_bits"]
+    assert Config(arch="lenet-5", dataset="mnist-5k", weight_decay=0.0).resolve().weight_decay == 0.0
+    assert Config(arch="lenet-5", dataset="other").resolve().density == PAPER["lenet-5"]["density"]
+    assert r.resolve() == r and None not in vars(r).values()
+    assert r.stages()[-3:] == ["quantize", "finetune", "encode"] and len(r.stages()) == 4 + r.prune_steps
+    with pytest.raises(ValueError, match="unknown arch"):
+        Config(arch="resnet").resolve()
