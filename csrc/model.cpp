@@ -264,7 +264,9 @@ void Model::run_op(const OpDesc& op, Workspace& ws, size_t n, float*& cur, float
         for (size_t s = 0; s < n; ++s)
           for (uint32_t c = 0; c < L.cols; ++c) xt[size_t(c) * n + s] = cur[s * in_sz + c];
         for (uint32_t r = 0; r < L.rows; ++r) std::fill(yt + size_t(r) * n, yt + size_t(r + 1) * n, L.bias[r]);
-        const size_t slice = std::max<size_t>(8, (n / tasks + 7) / 8 * 8);
+        // Batch slices of at most 16 samples: a task's output block (rows x 16 floats) stays in
+        // L2 while the entries stream by once per slice.
+        const size_t slice = std::min<size_t>(16, std::max<size_t>(8, (n / tasks + 7) / 8 * 8));
         const size_t nt = (n + slice - 1) / slice;
         const QSparseMatrix w = L.view();
         pool_->parallel_for(nt, [&](size_t t, unsigned) {

@@ -19,6 +19,8 @@ const std::vector<KernelInfo>& kernel_registry() {
     k = KernelInfo{"conv_q_rows__ref", "conv", "ref", true}; k.conv = conv_q_rows__ref; add(k);
     k = KernelInfo{"conv_q_rows__generic", "conv", "generic", false}; k.conv = conv_q_rows__generic; add(k);
 #if DCRT_HAVE_AVX2
+    k = KernelInfo{"spmm_q_rel16__avx2", "spmm", "avx2", false}; k.spmm = spmm_q_rel16__avx2;
+    k.supported = cpu_has_avx2_fma; add(k);
     k = KernelInfo{"conv_q_rows__avx2", "conv", "avx2", false}; k.conv = conv_q_rows__avx2;
     k.supported = cpu_has_avx2_fma; add(k);
 #endif

@@ -76,7 +76,7 @@ def test_spmv_matches_reference(rng, shape, xkind):
 
 
 @pytest.mark.parametrize("shape", MATRICES, ids=str)
-@pytest.mark.parametrize("n", [1, 2, 7, 8, 9, 64])
+@pytest.mark.parametrize("n", [1, 2, 7, 8, 9, 16, 17, 24, 31, 64])
 def test_spmm_matches_reference(rng, shape, n):
     rows, cols, dens, cb_bits, ib = shape
     codes = random_codes(rng, rows, cols, dens, cb_bits)

@@ -54,6 +54,7 @@ void spmv_q_rel16__ref(const QSparseMatrix& w, const float* x, float* y, uint32_
 void spmv_q_rel16__generic(const QSparseMatrix& w, const float* x, float* y, uint32_t c0, uint32_t c1);
 void spmm_q_rel16__ref(const QSparseMatrix& w, const float* xt, size_t ldx, float* yt, size_t ldy, size_t n);
 void spmm_q_rel16__generic(const QSparseMatrix& w, const float* xt, size_t ldx, float* yt, size_t ldy, size_t n);
+void spmm_q_rel16__avx2(const QSparseMatrix& w, const float* xt, size_t ldx, float* yt, size_t ldy, size_t n);
 void conv_q_rows__ref(const QConvRows& w, const ConvGeom& g, const int64_t* tapoff, const float* bias,
                       const float* x, const float* xpad, float* y, uint32_t oc0, uint32_t oc1);
 void conv_q_rows__generic(const QConvRows& w, const ConvGeom& g, const int64_t* tapoff, const float* bias,
