@@ -149,7 +149,7 @@ PYBIND11_MODULE(_core, m) {
                                  const bool conv = L.kind == kLayerConv2d;
                                  d["kernel"] = L.storage == kStoragePlain ? (conv ? "conv_f32" : "linear_f32")
                                                : conv ? m.conv().name
-                                                      : std::string(m.spmv().name) + " / " + m.spmm().name;
+                                                      : std::string(m.spmv().name) + " / " + m.spmm_rows().name;
                                  out.append(d);
                                }
                                return out;
@@ -232,6 +232,34 @@ PYBIND11_MODULE(_core, m) {
     }
     return yt;
   });
+  m.def("spmm_rows", [](const std::string& name, uint32_t rows, py::array_t<uint32_t, py::array::c_style> colptr,
+                        py::array_t<uint16_t, py::array::c_style> entries, uint32_t code_bits,
+                        py::array_t<float, py::array::c_style> codebook, py::array_t<float, py::array::c_style> xt,
+                        uint32_t row_chunk) {
+    const KernelInfo& k = kernel(name, "spmm_rows");
+    const QSparseMatrix w = checked_matrix(rows, colptr, entries, code_bits, codebook);
+    if (xt.ndim() != 2 || uint64_t(xt.shape(0)) != w.cols) throw py::value_error("xt must be [cols, n]");
+    if (w.cols >= (1u << 24)) throw py::value_error("the rows layout holds columns < 2^24");
+    const size_t n = size_t(xt.shape(1));
+    std::vector<uint32_t> rowptr(size_t(rows) + 1), rows_e;
+    uint64_t nnz = 0;
+    for (py::ssize_t e = 0; e < entries.size(); ++e) nnz += (entries.data()[e] & ((1u << code_bits) - 1)) != 0;
+    rows_e.resize(nnz);
+    csc_to_conv_rows(w, rowptr.data(), rows_e.data());
+    const QConvRows wr{rows, w.cols, code_bits, rowptr.data(), rows_e.data(), codebook.data()};
+    py::array_t<float> yt({py::ssize_t(rows), py::ssize_t(n)});
+    std::fill(yt.mutable_data(), yt.mutable_data() + size_t(rows) * n, 0.f);
+    float* yp = yt.mutable_data();
+    const float* xp = xt.data();
+    if (!row_chunk) row_chunk = rows ? rows : 1;
+    {
+      py::gil_scoped_release nogil;
+      for (uint32_t r0 = 0; r0 < rows; r0 += row_chunk)
+        k.spmm_rows(wr, xp, n, yp, n, n, r0, std::min(rows, r0 + row_chunk));
+    }
+    return yt;
+  }, py::arg("name"), py::arg("rows"), py::arg("colptr"), py::arg("entries"), py::arg("code_bits"),
+     py::arg("codebook"), py::arg("xt"), py::arg("row_chunk") = 0);
   m.def("conv", [](const std::string& name, py::array_t<uint32_t, py::array::c_style> colptr,
                    py::array_t<uint16_t, py::array::c_style> entries, uint32_t code_bits,
                    py::array_t<float, py::array::c_style> codebook, py::array_t<float, py::array::c_style> bias,

@@ -42,7 +42,7 @@ ConvGeom conv_geom(const OpDesc& op, const ExecLayer& L) {
 
 Model::Model(const uint8_t* data, size_t size, unsigned threads)
     : pool_(std::make_unique<ThreadPool>(threads ? threads : std::max(1u, std::thread::hardware_concurrency()))),
-      spmv_(&best_kernel("spmv")), spmm_(&best_kernel("spmm")), conv_(&best_kernel("conv")),
+      spmv_(&best_kernel("spmv")), spmm_(&best_kernel("spmm")), spmm_rows_(&best_kernel("spmm_rows")), conv_(&best_kernel("conv")),
       huff_(&best_kernel("huffman")) {
   const auto t0 = clk::now();
   ParsedFile f = parse_file(data, size);
@@ -264,15 +264,34 @@ void Model::run_op(const OpDesc& op, Workspace& ws, size_t n, float*& cur, float
         for (size_t s = 0; s < n; ++s)
           for (uint32_t c = 0; c < L.cols; ++c) xt[size_t(c) * n + s] = cur[s * in_sz + c];
         for (uint32_t r = 0; r < L.rows; ++r) std::fill(yt + size_t(r) * n, yt + size_t(r + 1) * n, L.bias[r]);
-        // Batch slices of at most 16 samples: a task's output block (rows x 16 floats) stays in
-        // L2 while the entries stream by once per slice.
-        const size_t slice = std::min<size_t>(16, std::max<size_t>(8, (n / tasks + 7) / 8 * 8));
-        const size_t nt = (n + slice - 1) / slice;
         const QSparseMatrix w = L.view();
-        pool_->parallel_for(nt, [&](size_t t, unsigned) {
-          const size_t a = t * slice, b = std::min(n, a + slice);
-          spmm_->spmm(w, xt + a, n, yt + a, n, b - a);
-        });
+        if (L.cols < (1u << 24)) {
+          // Gather form on the rows layout (built once, on the first batched call): each task owns
+          // a range of output rows and keeps their batch lanes in registers.
+          std::call_once(*L.rows_once, [&] {
+            L.conv_rowptr.resize(size_t(L.rows) + 1);
+            L.conv_entries.resize(L.nnz);
+            csc_to_conv_rows(w, L.conv_rowptr.data(), L.conv_entries.data());
+          });
+          const QConvRows wr = L.conv_view();
+          const unsigned chunks = tasks == 1 ? 1 : 8 * tasks;
+          pool_->parallel_for(chunks, [&](size_t t, unsigned) {
+            // Equal shares of the non-zeros, found on the row pointers.
+            const uint64_t lo = L.nnz * t / chunks, hi = L.nnz * (t + 1) / chunks;
+            const uint32_t r0 = t == 0 ? 0 : uint32_t(std::lower_bound(L.conv_rowptr.begin(), L.conv_rowptr.end() - 1, lo) - L.conv_rowptr.begin());
+            const uint32_t r1 = t + 1 == chunks ? L.rows : uint32_t(std::lower_bound(L.conv_rowptr.begin(), L.conv_rowptr.end() - 1, hi) - L.conv_rowptr.begin());
+            if (r0 < r1) spmm_rows_->spmm_rows(wr, xt, n, yt, n, n, r0, r1);
+          });
+        } else {
+          // Batch slices of at most 16 samples: a task's output block (rows x 16 floats) stays in
+          // L2 while the entries stream by once per slice.
+          const size_t slice = std::min<size_t>(16, std::max<size_t>(8, (n / tasks + 7) / 8 * 8));
+          const size_t nt = (n + slice - 1) / slice;
+          pool_->parallel_for(nt, [&](size_t t, unsigned) {
+            const size_t a = t * slice, b = std::min(n, a + slice);
+            spmm_->spmm(w, xt + a, n, yt + a, n, b - a);
+          });
+        }
         for (size_t s = 0; s < n; ++s)
           for (uint32_t r = 0; r < L.rows; ++r) nxt[s * out_sz + r] = yt[size_t(r) * n + s];
       }

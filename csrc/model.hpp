@@ -26,7 +26,10 @@ struct ExecLayer {
   std::vector<uint32_t> colptr;     // sparse: [cols + 1]
   std::vector<uint16_t> entries;    // sparse: rel16 (gap << code_bits | code)
   std::vector<uint32_t> col_split;  // column ranges of equal work, one per thread (SpMV)
-  std::vector<uint32_t> conv_rowptr, conv_entries;  // conv: output-channel rows (QConvRows)
+  // Rows layout (QConvRows): conv layers build it at load; sparse linear layers on their first
+  // batched infer (rows_once), for the gather-form batched product.
+  mutable std::vector<uint32_t> conv_rowptr, conv_entries;
+  std::unique_ptr<std::once_flag> rows_once = std::make_unique<std::once_flag>();
   QSparseMatrix view() const {
     return QSparseMatrix{rows, cols, code_bits, colptr.data(), entries.data(), codebook.data()};
   }
@@ -60,6 +63,7 @@ class Model {
   unsigned threads() const { return pool_->size(); }
   const KernelInfo& spmv() const { return *spmv_; }
   const KernelInfo& spmm() const { return *spmm_; }
+  const KernelInfo& spmm_rows() const { return *spmm_rows_; }
   const KernelInfo& conv() const { return *conv_; }
   const KernelInfo& huff() const { return *huff_; }
 
@@ -79,7 +83,7 @@ class Model {
   // Per-sample buffer plan (elements).
   size_t max_act_ = 0, max_lin_cols_ = 0, max_lin_rows_ = 0, max_pad_ = 0;
   std::unique_ptr<ThreadPool> pool_;
-  const KernelInfo *spmv_, *spmm_, *conv_, *huff_;
+  const KernelInfo *spmv_, *spmm_, *spmm_rows_, *conv_, *huff_;
   mutable std::mutex ws_mutex_;
   mutable std::vector<std::unique_ptr<Workspace>> ws_free_;
 };

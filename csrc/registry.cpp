@@ -16,10 +16,15 @@ const std::vector<KernelInfo>& kernel_registry() {
     k = KernelInfo{"spmv_q_rel16__generic", "spmv", "generic", false}; k.spmv = spmv_q_rel16__generic; add(k);
     k = KernelInfo{"spmm_q_rel16__ref", "spmm", "ref", true}; k.spmm = spmm_q_rel16__ref; add(k);
     k = KernelInfo{"spmm_q_rel16__generic", "spmm", "generic", false}; k.spmm = spmm_q_rel16__generic; add(k);
+    k = KernelInfo{"spmm_rows_q_c24__ref", "spmm_rows", "ref", true}; k.spmm_rows = spmm_rows_q_c24__ref; add(k);
+    k = KernelInfo{"spmm_rows_q_c24__generic", "spmm_rows", "generic", false};
+    k.spmm_rows = spmm_rows_q_c24__generic; add(k);
     k = KernelInfo{"conv_q_rows__ref", "conv", "ref", true}; k.conv = conv_q_rows__ref; add(k);
     k = KernelInfo{"conv_q_rows__generic", "conv", "generic", false}; k.conv = conv_q_rows__generic; add(k);
 #if DCRT_HAVE_AVX2
     k = KernelInfo{"spmm_q_rel16__avx2", "spmm", "avx2", false}; k.spmm = spmm_q_rel16__avx2;
+    k.supported = cpu_has_avx2_fma; add(k);
+    k = KernelInfo{"spmm_rows_q_c24__avx2", "spmm_rows", "avx2", false}; k.spmm_rows = spmm_rows_q_c24__avx2;
     k.supported = cpu_has_avx2_fma; add(k);
     k = KernelInfo{"conv_q_rows__avx2", "conv", "avx2", false}; k.conv = conv_q_rows__avx2;
     k.supported = cpu_has_avx2_fma; add(k);

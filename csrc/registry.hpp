@@ -10,11 +10,12 @@ namespace dcrt {
 
 struct KernelInfo {
   const char* name;       // spmv_q_rel16__generic: <op>_<weights>_<index>__<arch>
-  const char* op;         // "spmv" | "spmm" | "conv" | "huffman"
+  const char* op;         // "spmv" | "spmm" | "spmm_rows" | "conv" | "huffman"
   const char* isa;        // "ref" | "generic" | ...
   bool reference;         // the plain twin every other kernel of this op is tested against
   SpmvFn spmv = nullptr;
   SpmmFn spmm = nullptr;
+  SpmmRowsFn spmm_rows = nullptr;
   ConvFn conv = nullptr;
   HuffDecodeFn huff = nullptr;
   bool (*supported)() = nullptr;  // CPU feature check; null = always

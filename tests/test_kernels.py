@@ -26,7 +26,7 @@ def test_registry_names_say_what_the_kernel_is():
     for k in KERNELS:
         assert k["name"].startswith(k["op"] if k["op"] != "huffman" else "huffman_decode")
         assert k["name"].endswith("__" + k["isa"]), k["name"]
-    for op in ("spmv", "spmm", "conv", "huffman"):
+    for op in ("spmv", "spmm", "spmm_rows", "conv", "huffman"):
         ref, fast = by_op(op)
         assert fast, f"{op}: no optimised kernel registered"
 
@@ -90,6 +90,26 @@ def test_spmm_matches_reference(rng, shape, n):
     for name in fast:
         np.testing.assert_allclose(_core.spmm(name, rows, colptr, entries, cb_bits, cb, xt), ref, atol=tol(cols),
                                    err_msg=name)
+
+
+@pytest.mark.parametrize("shape", MATRICES, ids=str)
+@pytest.mark.parametrize("n", [1, 3, 8, 9, 16, 24, 31, 32, 40, 64, 71])
+def test_spmm_rows_matches_reference(rng, shape, n):
+    """The gather (rows) form of the batched product, every lane-block width and tail, with the
+    rows split into chunks as the executor's threads split them."""
+    rows, cols, dens, cb_bits, ib = shape
+    codes = random_codes(rng, rows, cols, dens, cb_bits)
+    colptr, entries = rel16(codes, ib, cb_bits)
+    cb = random_codebook(rng, cb_bits)
+    xt = rng.standard_normal((cols, n)).astype(np.float32)
+    xt[:, ::3] = 0
+    ref_name, fast = by_op("spmm_rows")
+    ref = _core.spmm_rows(ref_name, rows, colptr, entries, cb_bits, cb, xt)
+    np.testing.assert_allclose(ref, cb[codes].astype(np.float64) @ xt, atol=tol(cols))
+    for name in fast:
+        for chunk in (0, 7):
+            np.testing.assert_allclose(_core.spmm_rows(name, rows, colptr, entries, cb_bits, cb, xt, chunk), ref,
+                                       atol=tol(cols), err_msg=f"{name} row_chunk={chunk}")
 
 
 CONVS = [

@@ -171,6 +171,34 @@ def test_concurrent_infer_on_one_model(lenet):
     assert not errors, errors[0]
 
 
+def test_first_batched_calls_race_to_build_the_rows_layout(tmp_path):
+    """Sparse linear layers build their rows layout on the first batched infer: many threads
+    making that first call at once must all get the right answer (built exactly once)."""
+    path = tmp_path / "l300.dcz"
+    dcrt.compress(zoo.build("lenet-300-100", seed=3), path, density=0.2, progress=False)
+    dense = dcrt.decompress(path)
+    rng = np.random.default_rng(11)
+    xs = [rng.random((int(rng.integers(2, 40)), 784), dtype=np.float32) for _ in range(12)]
+    want = [dense.forward(x) for x in xs]
+    m = dcrt.load(path, threads=2)
+    errors = []
+    barrier = threading.Barrier(len(xs))
+
+    def work(i):
+        try:
+            barrier.wait()
+            np.testing.assert_allclose(m.infer(xs[i]), want[i], rtol=1e-4, atol=1e-5)
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(xs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+
+
 def test_infer_releases_the_gil(tmp_path):
     """Pure-Python work in the main thread must keep going while another thread is inside
     one long infer call. With the GIL held it would stall (rate ~0) until infer returned."""

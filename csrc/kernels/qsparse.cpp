@@ -31,6 +31,40 @@ void spmm_q_rel16__ref(const QSparseMatrix& w, const float* xt, size_t ldx, floa
   }
 }
 
+void spmm_rows_q_c24__ref(const QConvRows& w, const float* xt, size_t ldx, float* yt, size_t ldy, size_t n,
+                          uint32_t r0, uint32_t r1) {
+  const uint32_t mask = (1u << w.code_bits) - 1;
+  for (uint32_t r = r0; r < r1; ++r)
+    for (size_t i = 0; i < n; ++i) {
+      double s = 0;
+      for (uint32_t e = w.rowptr[r]; e < w.rowptr[r + 1]; ++e)
+        s += double(w.codebook[w.entries[e] & mask]) * xt[size_t(w.entries[e] >> 8) * ldx + i];
+      yt[size_t(r) * ldy + i] += float(s);
+    }
+}
+
+void spmm_rows_q_c24__generic(const QConvRows& w, const float* __restrict xt, size_t ldx, float* __restrict yt,
+                              size_t ldy, size_t n, uint32_t r0, uint32_t r1) {
+  constexpr size_t L = 16;  // lanes held in a local accumulator (vectorised by the compiler)
+  const uint32_t mask = (1u << w.code_bits) - 1;
+  for (size_t i0 = 0; i0 < n; i0 += L) {
+    const size_t m = std::min(L, n - i0);
+    for (uint32_t r = r0; r < r1; ++r) {
+      float acc[L] = {};
+      for (uint32_t e = w.rowptr[r]; e < w.rowptr[r + 1]; ++e) {
+        const float v = w.codebook[w.entries[e] & mask];
+        const float* xr = xt + size_t(w.entries[e] >> 8) * ldx + i0;
+        if (m == L)
+          for (size_t i = 0; i < L; ++i) acc[i] += v * xr[i];
+        else
+          for (size_t i = 0; i < m; ++i) acc[i] += v * xr[i];
+      }
+      float* yr = yt + size_t(r) * ldy + i0;
+      for (size_t i = 0; i < m; ++i) yr[i] += acc[i];
+    }
+  }
+}
+
 void conv_q_rows__ref(const QConvRows& w, const ConvGeom& g, const int64_t*, const float* bias, const float* x,
                       const float*, float* y, uint32_t oc0, uint32_t oc1) {
   const uint32_t mask = (1u << w.code_bits) - 1;

@@ -33,7 +33,15 @@ struct QConvRows {
   const uint32_t* entries;  // [rowptr[rows]]: column << 8 | code, code != 0
   const float* codebook;    // [1 << code_bits]
 };
-constexpr uint32_t kConvSlack = 64;  // floats readable past the end of a padded input
+constexpr uint32_t kConvSlack = 64;
+
+// Batched product on the rows layout (gather form, the batch counterpart of the conv rows):
+// yt[r*ldy + i] += sum_e codebook[code_e] * xt[col_e*ldx + i] for r in [r0, r1), i < n.
+// Each output row's lanes accumulate in registers while its entries stream by: one read of an
+// input row per entry and no stores until the row ends (the CSC scatter form moves an output
+// row in and out of L1 per entry). Row ranges write disjoint outputs: split them over threads.
+using SpmmRowsFn = void (*)(const QConvRows& w, const float* xt, size_t ldx, float* yt, size_t ldy, size_t n,
+                            uint32_t r0, uint32_t r1);  // floats readable past the end of a padded input
 
 // Output channels [oc0, oc1) of one sample: y[oc, :, :] = bias[oc] + conv(x).
 // x: [in_c, in_h, in_w]; xpad: the same, zero-padded to [in_c, in_h + 2ph, in_w + 2pw] and
@@ -55,6 +63,12 @@ void spmv_q_rel16__generic(const QSparseMatrix& w, const float* x, float* y, uin
 void spmm_q_rel16__ref(const QSparseMatrix& w, const float* xt, size_t ldx, float* yt, size_t ldy, size_t n);
 void spmm_q_rel16__generic(const QSparseMatrix& w, const float* xt, size_t ldx, float* yt, size_t ldy, size_t n);
 void spmm_q_rel16__avx2(const QSparseMatrix& w, const float* xt, size_t ldx, float* yt, size_t ldy, size_t n);
+void spmm_rows_q_c24__ref(const QConvRows& w, const float* xt, size_t ldx, float* yt, size_t ldy, size_t n,
+                          uint32_t r0, uint32_t r1);
+void spmm_rows_q_c24__generic(const QConvRows& w, const float* xt, size_t ldx, float* yt, size_t ldy, size_t n,
+                              uint32_t r0, uint32_t r1);
+void spmm_rows_q_c24__avx2(const QConvRows& w, const float* xt, size_t ldx, float* yt, size_t ldy, size_t n,
+                           uint32_t r0, uint32_t r1);
 void conv_q_rows__ref(const QConvRows& w, const ConvGeom& g, const int64_t* tapoff, const float* bias,
                       const float* x, const float* xpad, float* y, uint32_t oc0, uint32_t oc1);
 void conv_q_rows__generic(const QConvRows& w, const ConvGeom& g, const int64_t* tapoff, const float* bias,

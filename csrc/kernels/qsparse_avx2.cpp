@@ -47,6 +47,40 @@ void spmm_block(const QSparseMatrix& w, const float* __restrict xt, size_t ldx, 
   }
 }
 
+// Rows form: V vectors of 8 lanes per output row, two accumulator sets (even and odd
+// entries) so consecutive FMAs do not wait on each other.
+template <int V>
+void rows_block(const QConvRows& w, const float* __restrict xt, size_t ldx, float* __restrict yt, size_t ldy,
+                uint32_t r0, uint32_t r1) {
+  const uint32_t mask = (1u << w.code_bits) - 1;
+  for (uint32_t r = r0; r < r1; ++r) {
+    __m256 a[V], b[V];
+    for (int k = 0; k < V; ++k) a[k] = b[k] = _mm256_setzero_ps();
+    uint32_t e = w.rowptr[r];
+    const uint32_t end = w.rowptr[r + 1];
+    for (; e + 2 <= end; e += 2) {
+      const uint32_t e0 = w.entries[e], e1 = w.entries[e + 1];
+      const __m256 v0 = _mm256_broadcast_ss(w.codebook + (e0 & mask));
+      const __m256 v1 = _mm256_broadcast_ss(w.codebook + (e1 & mask));
+      const float* x0 = xt + size_t(e0 >> 8) * ldx;
+      const float* x1 = xt + size_t(e1 >> 8) * ldx;
+      for (int k = 0; k < V; ++k) {
+        a[k] = _mm256_fmadd_ps(v0, _mm256_loadu_ps(x0 + 8 * k), a[k]);
+        b[k] = _mm256_fmadd_ps(v1, _mm256_loadu_ps(x1 + 8 * k), b[k]);
+      }
+    }
+    if (e < end) {
+      const uint32_t e0 = w.entries[e];
+      const __m256 v0 = _mm256_broadcast_ss(w.codebook + (e0 & mask));
+      const float* x0 = xt + size_t(e0 >> 8) * ldx;
+      for (int k = 0; k < V; ++k) a[k] = _mm256_fmadd_ps(v0, _mm256_loadu_ps(x0 + 8 * k), a[k]);
+    }
+    float* yr = yt + size_t(r) * ldy;
+    for (int k = 0; k < V; ++k)
+      _mm256_storeu_ps(yr + 8 * k, _mm256_add_ps(_mm256_loadu_ps(yr + 8 * k), _mm256_add_ps(a[k], b[k])));
+  }
+}
+
 }  // namespace
 
 void spmm_q_rel16__avx2(const QSparseMatrix& w, const float* xt, size_t ldx, float* yt, size_t ldy, size_t n) {
@@ -57,6 +91,21 @@ void spmm_q_rel16__avx2(const QSparseMatrix& w, const float* xt, size_t ldx, flo
     i += 8;
   }
   if (i < n) spmm_q_rel16__generic(w, xt + i, ldx, yt + i, ldy, n - i);  // < 8 lanes left
+}
+
+void spmm_rows_q_c24__avx2(const QConvRows& w, const float* xt, size_t ldx, float* yt, size_t ldy, size_t n,
+                           uint32_t r0, uint32_t r1) {
+  size_t i = 0;
+  for (; i + 32 <= n; i += 32) rows_block<4>(w, xt + i, ldx, yt + i, ldy, r0, r1);
+  if (i + 16 <= n) {
+    rows_block<2>(w, xt + i, ldx, yt + i, ldy, r0, r1);
+    i += 16;
+  }
+  if (i + 8 <= n) {
+    rows_block<1>(w, xt + i, ldx, yt + i, ldy, r0, r1);
+    i += 8;
+  }
+  if (i < n) spmm_rows_q_c24__generic(w, xt + i, ldx, yt + i, ldy, n - i, r0, r1);  // < 8 lanes left
 }
 
 bool cpu_has_avx2_fma() {
