@@ -34,6 +34,18 @@ double secs(clk::time_point a, clk::time_point b) { return std::chrono::duration
 // Work below this many multiply-adds runs on one thread: waking workers costs more.
 constexpr uint64_t kParallelMin = 1 << 15;
 
+// dst[c * ld_dst + r] = src[r * ld_src + c] for r < nr, c < nc, in 16 x 16 tiles (a plain
+// double loop writes one float per cache line on the strided side).
+void transpose(const float* __restrict src, size_t ld_src, float* __restrict dst, size_t ld_dst, size_t nr, size_t nc) {
+  constexpr size_t B = 16;
+  for (size_t r0 = 0; r0 < nr; r0 += B)
+    for (size_t c0 = 0; c0 < nc; c0 += B) {
+      const size_t r1 = std::min(nr, r0 + B), c1 = std::min(nc, c0 + B);
+      for (size_t c = c0; c < c1; ++c)
+        for (size_t r = r0; r < r1; ++r) dst[c * ld_dst + r] = src[r * ld_src + c];
+    }
+}
+
 ConvGeom conv_geom(const OpDesc& op, const ExecLayer& L) {
   return ConvGeom{op.in.d[0], op.in.d[1], op.in.d[2], op.out.d[0], op.out.d[1], op.out.d[2],
                   L.kh, L.kw, op.p[0], op.p[1], op.p[2], op.p[3], op.p[4]};
@@ -261,8 +273,7 @@ void Model::run_op(const OpDesc& op, Workspace& ws, size_t n, float*& cur, float
         // Batch: transpose to [cols, n] so the inner loop runs over contiguous samples.
         float* xt = ws.xt.data();
         float* yt = ws.yt.data();
-        for (size_t s = 0; s < n; ++s)
-          for (uint32_t c = 0; c < L.cols; ++c) xt[size_t(c) * n + s] = cur[s * in_sz + c];
+        transpose(cur, in_sz, xt, n, n, L.cols);
         for (uint32_t r = 0; r < L.rows; ++r) std::fill(yt + size_t(r) * n, yt + size_t(r + 1) * n, L.bias[r]);
         const QSparseMatrix w = L.view();
         if (L.cols < (1u << 24)) {
@@ -292,8 +303,7 @@ void Model::run_op(const OpDesc& op, Workspace& ws, size_t n, float*& cur, float
             spmm_->spmm(w, xt + a, n, yt + a, n, b - a);
           });
         }
-        for (size_t s = 0; s < n; ++s)
-          for (uint32_t r = 0; r < L.rows; ++r) nxt[s * out_sz + r] = yt[size_t(r) * n + s];
+        transpose(yt, n, nxt, out_sz, L.rows, n);
       }
       std::swap(cur, nxt);
       break;
