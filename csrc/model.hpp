@@ -26,9 +26,12 @@ struct ExecLayer {
   std::vector<uint32_t> colptr;     // sparse: [cols + 1]
   std::vector<uint16_t> entries;    // sparse: rel16 (gap << code_bits | code)
   std::vector<uint32_t> col_split;  // column ranges of equal work, one per thread (SpMV)
-  // Rows layout (QConvRows): conv layers build it at load; sparse linear layers on their first
-  // batched infer (rows_once), for the gather-form batched product.
-  mutable std::vector<uint32_t> conv_rowptr, conv_entries;
+  // Rows layout (QConvRows): conv layers build it at load (one tile); sparse linear layers on
+  // their first batched infer (rows_once), in column tiles of kRowTileCols so that a tile's
+  // input block stays in L2: conv_rowptr holds `row_tiles` row-pointer arrays of rows + 1
+  // (absolute into conv_entries), row_work the non-zeros per row summed over tiles.
+  mutable std::vector<uint32_t> conv_rowptr, conv_entries, row_work;
+  mutable uint32_t row_tiles = 1;
   std::unique_ptr<std::once_flag> rows_once = std::make_unique<std::once_flag>();
   QSparseMatrix view() const {
     return QSparseMatrix{rows, cols, code_bits, colptr.data(), entries.data(), codebook.data()};

@@ -171,6 +171,20 @@ def test_concurrent_infer_on_one_model(lenet):
     assert not errors, errors[0]
 
 
+@pytest.mark.parametrize("cols", [2048, 2049, 5000])
+def test_batched_linear_over_column_tiles(tmp_path, rng, cols):
+    """Batched sparse linear layers run on 2048-column tiles: tile edges, a one-column last
+    tile, and several tiles must all match the dense product."""
+    m = he_init(Sequential([Linear(cols, 96, "fc")], input_shape=(cols,), name="wide"), seed=5)
+    path = tmp_path / "wide.dcz"
+    dcrt.compress(m, path, density=0.05, bits=5, progress=False)
+    dense = dcrt.decompress(path)
+    x = rng.random((37, cols), dtype=np.float32)
+    x[:, rng.random(cols) < 0.3] = 0
+    for threads in (1, 2):
+        np.testing.assert_allclose(dcrt.load(path, threads=threads).infer(x), dense.forward(x), rtol=1e-4, atol=1e-4)
+
+
 def test_first_batched_calls_race_to_build_the_rows_layout(tmp_path):
     """Sparse linear layers build their rows layout on the first batched infer: many threads
     making that first call at once must all get the right answer (built exactly once)."""
