@@ -50,43 +50,18 @@ void transpose(const float* __restrict src, size_t ld_src, float* __restrict dst
 // 256 KiB of input per tile and lane block, half of this machine's L2.
 constexpr uint32_t kRowTileCols = 2048;
 
-// CSC (rel16) -> column-tiled rows layout (see ExecLayer). Columns ascend within each row.
+// The column-tiled rows layout of a sparse linear layer (see ExecLayer).
 void build_row_tiles(const ExecLayer& L) {
-  const uint32_t rows = L.rows, mask = (1u << L.code_bits) - 1;
-  const uint32_t tiles = std::max<uint32_t>(1, (L.cols + kRowTileCols - 1) / kRowTileCols);
-  std::vector<uint32_t> cnt(size_t(tiles) * rows, 0);
-  for (uint32_t c = 0; c < L.cols; ++c) {
-    uint32_t* ct = cnt.data() + size_t(c / kRowTileCols) * rows;
-    uint32_t row = uint32_t(-1);
-    for (uint32_t e = L.colptr[c]; e < L.colptr[c + 1]; ++e) {
-      row += (L.entries[e] >> L.code_bits) + 1;
-      if (L.entries[e] & mask) ct[row]++;
-    }
-  }
-  L.conv_rowptr.assign(size_t(tiles) * (rows + 1), 0);
+  const uint32_t tiles = row_tile_count(L.cols, kRowTileCols), rows = L.rows;
+  L.conv_rowptr.resize(size_t(tiles) * (rows + 1));
+  L.conv_entries.resize(L.nnz);
+  csc_to_rows_tiled(L.view(), kRowTileCols, L.conv_rowptr.data(), L.conv_entries.data());
   L.row_work.assign(size_t(rows) + 1, 0);
-  uint32_t pos = 0;
   for (uint32_t k = 0; k < tiles; ++k) {
-    uint32_t* rp = L.conv_rowptr.data() + size_t(k) * (rows + 1);
-    for (uint32_t r = 0; r < rows; ++r) {
-      rp[r] = pos;
-      pos += cnt[size_t(k) * rows + r];
-      L.row_work[r + 1] += cnt[size_t(k) * rows + r];
-    }
-    rp[rows] = pos;
+    const uint32_t* rp = L.conv_rowptr.data() + size_t(k) * (rows + 1);
+    for (uint32_t r = 0; r < rows; ++r) L.row_work[r + 1] += rp[r + 1] - rp[r];
   }
   for (uint32_t r = 0; r < rows; ++r) L.row_work[r + 1] += L.row_work[r];
-  L.conv_entries.resize(pos);
-  for (uint32_t k = 0; k < tiles; ++k)  // reuse cnt as the fill cursor
-    for (uint32_t r = 0; r < rows; ++r) cnt[size_t(k) * rows + r] = L.conv_rowptr[size_t(k) * (rows + 1) + r];
-  for (uint32_t c = 0; c < L.cols; ++c) {
-    uint32_t* cur = cnt.data() + size_t(c / kRowTileCols) * rows;
-    uint32_t row = uint32_t(-1);
-    for (uint32_t e = L.colptr[c]; e < L.colptr[c + 1]; ++e) {
-      row += (L.entries[e] >> L.code_bits) + 1;
-      if (L.entries[e] & mask) L.conv_entries[cur[row]++] = c << 8 | (L.entries[e] & mask);
-    }
-  }
   L.row_tiles = tiles;
 }
 

@@ -75,21 +75,27 @@ def test_spmv_matches_reference(rng, shape, xkind):
                                    err_msg=name)
 
 
-@pytest.mark.parametrize("shape", MATRICES, ids=str)
-@pytest.mark.parametrize("n", [1, 2, 7, 8, 9, 16, 17, 24, 31, 64])
-def test_spmm_matches_reference(rng, shape, n):
+def batched_case(rng, shape, n):
+    """A random quantized matrix in rel16 CSC, its codebook, a [cols, n] input with zero
+    columns, and the float64 product every batched kernel must reproduce."""
     rows, cols, dens, cb_bits, ib = shape
     codes = random_codes(rng, rows, cols, dens, cb_bits)
     colptr, entries = rel16(codes, ib, cb_bits)
     cb = random_codebook(rng, cb_bits)
     xt = rng.standard_normal((cols, n)).astype(np.float32)
     xt[:, ::3] = 0
+    return (rows, colptr, entries, cb_bits, cb, xt), cb[codes].astype(np.float64) @ xt
+
+
+@pytest.mark.parametrize("shape", MATRICES, ids=str)
+@pytest.mark.parametrize("n", [1, 2, 7, 8, 9, 16, 17, 24, 31, 64])
+def test_spmm_matches_reference(rng, shape, n):
+    args, want = batched_case(rng, shape, n)
     ref_name, fast = by_op("spmm")
-    ref = _core.spmm(ref_name, rows, colptr, entries, cb_bits, cb, xt)
-    np.testing.assert_allclose(ref, cb[codes].astype(np.float64) @ xt, atol=tol(cols))
+    ref = _core.spmm(ref_name, *args)
+    np.testing.assert_allclose(ref, want, atol=tol(shape[1]))
     for name in fast:
-        np.testing.assert_allclose(_core.spmm(name, rows, colptr, entries, cb_bits, cb, xt), ref, atol=tol(cols),
-                                   err_msg=name)
+        np.testing.assert_allclose(_core.spmm(name, *args), ref, atol=tol(shape[1]), err_msg=name)
 
 
 @pytest.mark.parametrize("shape", MATRICES, ids=str)
@@ -97,19 +103,14 @@ def test_spmm_matches_reference(rng, shape, n):
 def test_spmm_rows_matches_reference(rng, shape, n):
     """The gather (rows) form of the batched product, every lane-block width and tail, with the
     rows split into chunks as the executor's threads split them."""
-    rows, cols, dens, cb_bits, ib = shape
-    codes = random_codes(rng, rows, cols, dens, cb_bits)
-    colptr, entries = rel16(codes, ib, cb_bits)
-    cb = random_codebook(rng, cb_bits)
-    xt = rng.standard_normal((cols, n)).astype(np.float32)
-    xt[:, ::3] = 0
+    args, want = batched_case(rng, shape, n)
     ref_name, fast = by_op("spmm_rows")
-    ref = _core.spmm_rows(ref_name, rows, colptr, entries, cb_bits, cb, xt)
-    np.testing.assert_allclose(ref, cb[codes].astype(np.float64) @ xt, atol=tol(cols))
+    ref = _core.spmm_rows(ref_name, *args)
+    np.testing.assert_allclose(ref, want, atol=tol(shape[1]))
     for name in fast:
         for chunk in (0, 7):
-            np.testing.assert_allclose(_core.spmm_rows(name, rows, colptr, entries, cb_bits, cb, xt, chunk), ref,
-                                       atol=tol(cols), err_msg=f"{name} row_chunk={chunk}")
+            np.testing.assert_allclose(_core.spmm_rows(name, *args, chunk), ref, atol=tol(shape[1]),
+                                       err_msg=f"{name} row_chunk={chunk}")
 
 
 CONVS = [

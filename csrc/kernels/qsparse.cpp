@@ -129,25 +129,44 @@ void spmm_q_rel16__generic(const QSparseMatrix& w, const float* __restrict xt, s
   }
 }
 
-void csc_to_conv_rows(const QSparseMatrix& w, uint32_t* rowptr, uint32_t* entries) {
-  const uint32_t mask = (1u << w.code_bits) - 1;
-  std::fill(rowptr, rowptr + w.rows + 1, 0u);
+uint32_t row_tile_count(uint32_t cols, uint32_t tile_cols) {
+  return cols ? (cols + tile_cols - 1) / tile_cols : 1;
+}
+
+void csc_to_rows_tiled(const QSparseMatrix& w, uint32_t tile_cols, uint32_t* rowptr, uint32_t* entries) {
+  const uint32_t mask = (1u << w.code_bits) - 1, rows = w.rows;
+  const uint32_t tiles = row_tile_count(w.cols, tile_cols);
+  std::vector<uint32_t> cur(size_t(tiles) * rows, 0);  // counts, then fill cursors
   for (uint32_t c = 0; c < w.cols; ++c) {
+    uint32_t* ct = cur.data() + size_t(c / tile_cols) * rows;
     uint32_t row = uint32_t(-1);
     for (uint32_t e = w.colptr[c]; e < w.colptr[c + 1]; ++e) {
       row += (w.entries[e] >> w.code_bits) + 1;
-      if (w.entries[e] & mask) rowptr[row + 1]++;
+      if (w.entries[e] & mask) ct[row]++;
     }
   }
-  for (uint32_t r = 0; r < w.rows; ++r) rowptr[r + 1] += rowptr[r];
-  std::vector<uint32_t> fill(rowptr, rowptr + w.rows);
+  uint32_t pos = 0;
+  for (uint32_t k = 0; k < tiles; ++k) {
+    uint32_t* rp = rowptr + size_t(k) * (rows + 1);
+    for (uint32_t r = 0; r < rows; ++r) {
+      const uint32_t n = cur[size_t(k) * rows + r];
+      rp[r] = cur[size_t(k) * rows + r] = pos;
+      pos += n;
+    }
+    rp[rows] = pos;
+  }
   for (uint32_t c = 0; c < w.cols; ++c) {  // columns ascending: each row's entries come out sorted
+    uint32_t* ct = cur.data() + size_t(c / tile_cols) * rows;
     uint32_t row = uint32_t(-1);
     for (uint32_t e = w.colptr[c]; e < w.colptr[c + 1]; ++e) {
       row += (w.entries[e] >> w.code_bits) + 1;
-      if (w.entries[e] & mask) entries[fill[row]++] = c << 8 | (w.entries[e] & mask);
+      if (w.entries[e] & mask) entries[ct[row]++] = c << 8 | (w.entries[e] & mask);
     }
   }
+}
+
+void csc_to_conv_rows(const QSparseMatrix& w, uint32_t* rowptr, uint32_t* entries) {
+  csc_to_rows_tiled(w, std::max<uint32_t>(1, w.cols), rowptr, entries);
 }
 
 void pad_input(const ConvGeom& g, const float* x, float* xpad) {

@@ -55,6 +55,10 @@ void conv_tap_offsets(const ConvGeom& g, uint32_t cols, int64_t* tapoff);
 
 // CSC -> rows (drops fillers). rowptr: rows + 1, entries: nnz (count of code != 0).
 void csc_to_conv_rows(const QSparseMatrix& w, uint32_t* rowptr, uint32_t* entries);
+// CSC -> rows in column tiles of tile_cols: row_tile_count() row-pointer arrays of rows + 1,
+// back to back, absolute into entries (nnz of them). csc_to_conv_rows is the one-tile case.
+uint32_t row_tile_count(uint32_t cols, uint32_t tile_cols);
+void csc_to_rows_tiled(const QSparseMatrix& w, uint32_t tile_cols, uint32_t* rowptr, uint32_t* entries);
 // Zero-pad one sample for the fast conv kernels: writes exactly in_c*(in_h+2ph)*(in_w+2pw) floats.
 void pad_input(const ConvGeom& g, const float* x, float* xpad);
 
