@@ -412,13 +412,12 @@ class Sequential:
         (after normalisation), or None with ``input_grad=False`` (training: the first weighted
         layer then skips its input gradient, the costliest part of a first conv's backward)."""
         ran = self._ran
+        first = None if input_grad else next((i for i, l in enumerate(ran) if isinstance(l, (Linear, Conv2d))), None)
         for i in range(len(ran) - 1, -1, -1):
-            l = ran[i]
-            if not input_grad and isinstance(l, (Linear, Conv2d)) and not any(
-                    isinstance(p, (Linear, Conv2d)) for p in ran[:i]):
-                l.backward(dy, need_dx=False)
+            if i == first:
+                ran[i].backward(dy, need_dx=False)
                 return None
-            dy = l.backward(dy)
+            dy = ran[i].backward(dy)
         return dy
 
     __call__ = forward

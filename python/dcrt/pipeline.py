@@ -94,11 +94,6 @@ class Config:
                 fill[f.name] = recipe.get(f.name, DEFAULTS.get(f.name, paper.get(f.name)))
         return dataclasses.replace(self, **fill)
 
-    def resolved(self):
-        """(density, bits, index_bits) after resolution."""
-        r = self.resolve()
-        return r.density, r.bits, r.index_bits
-
     def stages(self):
         steps = self.resolve().prune_steps
         return (["baseline"] + [f"prune{k}" for k in range(1, steps + 1)]
