@@ -88,6 +88,12 @@ QSparseMatrix checked_matrix(uint32_t rows, const py::array_t<uint32_t, py::arra
   return QSparseMatrix{rows, cols, code_bits, cp, entries.data(), codebook.data()};
 }
 
+// A tile length for the 16-bit layouts: 0 (the runtime's choice) or a power of two the field holds.
+void check_tile(uint32_t tile, uint32_t field_bits) {
+  if (tile && ((tile & (tile - 1)) || tile > (1u << field_bits)))
+    throw py::value_error("tile must be 0 or a power of two <= 2^(16 - code_bits) = " + std::to_string(1u << field_bits));
+}
+
 const KernelInfo& kernel(const std::string& name, const char* op) {
   const KernelInfo* k = find_kernel(name);
   if (!k || std::strcmp(k->op, op)) throw py::value_error("no " + std::string(op) + " kernel named '" + name + "'");
@@ -149,7 +155,21 @@ PYBIND11_MODULE(_core, m) {
                                  const bool conv = L.kind == kLayerConv2d;
                                  d["kernel"] = L.storage == kStoragePlain ? (conv ? "conv_f32" : "linear_f32")
                                                : conv ? m.conv().name
-                                                      : std::string(m.spmv().name) + " / " + m.spmm_rows().name;
+                                                      : std::string(m.spmv_rows().name) + " / " + m.spmv_cols().name +
+                                                            " / " + m.spmm_rows().name;
+                                 if (L.storage == kStorageSparse && !conv) {
+                                   // What batch 1 runs, and when: the runtime's own model of both forms.
+                                   d["spmv_cols_below"] = L.cols16_density;
+                                   d["plan"] = "batch 1: " + std::string(m.spmv_rows().name) + " (row form, " +
+                                               std::to_string(L.rows16.tiles) + " column tiles of " +
+                                               std::to_string(L.rows16.tile) + ") when at least " +
+                                               std::to_string(int(L.cols16_density * 100 + 0.5f)) +
+                                               "% of inputs are non-zero, else " + m.spmv_cols().name +
+                                               " (column form, zero inputs skipped, " + std::to_string(L.cols16.tiles) +
+                                               " row tiles of " + std::to_string(L.cols16.tile) + "); batch > 1: " +
+                                               m.spmm_rows().name;
+                                   d["layout_bytes"] = L.rows16.bytes() + L.cols16.bytes();
+                                 }
                                  out.append(d);
                                }
                                return out;
@@ -199,22 +219,61 @@ PYBIND11_MODULE(_core, m) {
   });
 
   // ---- kernel entry points for tests and benchmarks (inputs validated, no crash on any) ----
-  m.def("spmv", [](const std::string& name, uint32_t rows, py::array_t<uint32_t, py::array::c_style> colptr,
-                   py::array_t<uint16_t, py::array::c_style> entries, uint32_t code_bits,
-                   py::array_t<float, py::array::c_style> codebook, py::array_t<float, py::array::c_style> x) {
-    const KernelInfo& k = kernel(name, "spmv");
-    const QSparseMatrix w = checked_matrix(rows, colptr, entries, code_bits, codebook);
-    if (x.ndim() != 1 || uint64_t(x.size()) != w.cols) throw py::value_error("x must be [cols]");
-    py::array_t<float> y(rows);
-    std::fill(y.mutable_data(), y.mutable_data() + rows, 0.f);
-    float* yp = y.mutable_data();
-    const float* xp = x.data();
-    {
-      py::gil_scoped_release nogil;
-      k.spmv(w, xp, yp, 0, w.cols);
-    }
-    return y;
-  });
+  // Batch-1 tiled kernels: the layout is built here from rel16 CSC exactly as the runtime builds it
+  // (tile 0 = the runtime's choice), then every share of the split runs in turn.
+  m.def(
+      "spmv_rows",
+      [](const std::string& name, uint32_t rows, py::array_t<uint32_t, py::array::c_style> colptr,
+         py::array_t<uint16_t, py::array::c_style> entries, uint32_t code_bits,
+         py::array_t<float, py::array::c_style> codebook, py::array_t<float, py::array::c_style> x, uint32_t tile,
+         unsigned shares) {
+        const KernelInfo& k = kernel(name, "spmv_rows");
+        const QSparseMatrix w = checked_matrix(rows, colptr, entries, code_bits, codebook);
+        if (x.ndim() != 1 || uint64_t(x.size()) != w.cols) throw py::value_error("x must be [cols]");
+        check_tile(tile, 16 - code_bits);
+        if (shares < 1 || shares > 1024) throw py::value_error("shares must be in 1..1024");
+        py::array_t<float> y(rows);
+        float* yp = y.mutable_data();
+        const float* xp = x.data();
+        {
+          py::gil_scoped_release nogil;
+          Tiles16 t;
+          build_rows16(w, tile, shares, t);
+          std::fill(yp, yp + rows, 0.f);
+          for (size_t s = 0; s + 1 < t.split.size(); ++s) k.spmv_rows(t.view(w.codebook), xp, yp, t.split[s], t.split[s + 1]);
+        }
+        return y;
+      },
+      py::arg("name"), py::arg("rows"), py::arg("colptr"), py::arg("entries"), py::arg("code_bits"),
+      py::arg("codebook"), py::arg("x"), py::arg("tile") = 0, py::arg("shares") = 1);
+  m.def(
+      "spmv_cols",
+      [](const std::string& name, uint32_t rows, py::array_t<uint32_t, py::array::c_style> colptr,
+         py::array_t<uint16_t, py::array::c_style> entries, uint32_t code_bits,
+         py::array_t<float, py::array::c_style> codebook, py::array_t<float, py::array::c_style> x, uint32_t tile,
+         unsigned shares) {
+        const KernelInfo& k = kernel(name, "spmv_cols");
+        const QSparseMatrix w = checked_matrix(rows, colptr, entries, code_bits, codebook);
+        if (x.ndim() != 1 || uint64_t(x.size()) != w.cols) throw py::value_error("x must be [cols]");
+        check_tile(tile, 16 - code_bits);
+        if (shares < 1 || shares > 1024) throw py::value_error("shares must be in 1..1024");
+        py::array_t<float> y(rows);
+        float* yp = y.mutable_data();
+        const float* xp = x.data();
+        {
+          py::gil_scoped_release nogil;
+          Tiles16 t;
+          build_cols16(w, tile, shares, t);
+          std::vector<uint32_t> live(w.cols);
+          const uint32_t nlive = live_columns(xp, w.cols, live.data());
+          std::fill(yp, yp + rows, 0.f);
+          for (size_t s = 0; s + 1 < t.split.size(); ++s)
+            k.spmv_cols(t.view(w.codebook), xp, live.data(), nlive, yp, t.split[s], t.split[s + 1]);
+        }
+        return y;
+      },
+      py::arg("name"), py::arg("rows"), py::arg("colptr"), py::arg("entries"), py::arg("code_bits"),
+      py::arg("codebook"), py::arg("x"), py::arg("tile") = 0, py::arg("shares") = 1);
   m.def("spmm", [](const std::string& name, uint32_t rows, py::array_t<uint32_t, py::array::c_style> colptr,
                    py::array_t<uint16_t, py::array::c_style> entries, uint32_t code_bits,
                    py::array_t<float, py::array::c_style> codebook, py::array_t<float, py::array::c_style> xt) {

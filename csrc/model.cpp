@@ -14,14 +14,15 @@ namespace dcrt {
 
 struct Workspace {
   size_t cap_n = 0;
-  std::vector<float> a, b, xt, yt, partial, xpad;
-  void reserve(size_t n, size_t max_act, size_t lin_cols, size_t lin_rows, size_t max_pad, unsigned threads) {
+  std::vector<float> a, b, xt, yt, xpad;
+  std::vector<uint32_t> live;  // batch 1: the live input columns of a linear layer
+  void reserve(size_t n, size_t max_act, size_t lin_cols, size_t lin_rows, size_t max_pad) {
     if (n <= cap_n) return;
     a.resize(n * max_act);
     b.resize(n * max_act);
     xt.resize(n > 1 ? n * lin_cols : 0);
     yt.resize(n > 1 ? n * lin_rows : 0);
-    partial.resize(size_t(threads) * lin_rows);
+    live.resize(lin_cols);
     xpad.resize(n * max_pad + kConvSlack);
     cap_n = n;
   }
@@ -73,7 +74,7 @@ ConvGeom conv_geom(const OpDesc& op, const ExecLayer& L) {
 
 Model::Model(const uint8_t* data, size_t size, unsigned threads)
     : pool_(std::make_unique<ThreadPool>(threads ? threads : std::max(1u, std::thread::hardware_concurrency()))),
-      spmv_(&best_kernel("spmv")), spmm_(&best_kernel("spmm")), spmm_rows_(&best_kernel("spmm_rows")), conv_(&best_kernel("conv")),
+      spmv_rows_(&best_kernel("spmv_rows")), spmv_cols_(&best_kernel("spmv_cols")), spmm_(&best_kernel("spmm")), spmm_rows_(&best_kernel("spmm_rows")), conv_(&best_kernel("conv")),
       huff_(&best_kernel("huffman")) {
   const auto t0 = clk::now();
   ParsedFile f = parse_file(data, size);
@@ -181,14 +182,11 @@ void Model::decode_layers(ParsedFile& f) {
                   std::to_string(real) + " non-zero codes";
       return;
     }
-    L.col_split.assign(T + 1, L.cols);
-    L.col_split[0] = 0;
-    for (unsigned t = 1; t < T; ++t) {
-      const uint64_t target = L.n_entries * t / T;
-      L.col_split[t] = uint32_t(std::lower_bound(L.colptr.begin(), L.colptr.end(), target) - L.colptr.begin());
-      L.col_split[t] = std::min(std::max(L.col_split[t], L.col_split[t - 1]), L.cols);
-    }
-    if (L.kind == kLayerConv2d) {  // convolution runs on output-channel rows
+    if (L.kind == kLayerLinear) {
+      build_rows16(L.view(), 0, T, L.rows16);
+      build_cols16(L.view(), 0, T, L.cols16);
+      L.cols16_density = cols16_max_density(L.rows16, L.cols16);
+    } else {  // convolution runs on output-channel rows
       L.conv_rowptr.resize(size_t(L.rows) + 1);
       L.conv_entries.resize(L.nnz);
       csc_to_conv_rows(L.view(), L.conv_rowptr.data(), L.conv_entries.data());
@@ -210,7 +208,7 @@ Workspace* Model::acquire(size_t n) const {
     }
   }
   if (!ws) ws = std::make_unique<Workspace>();
-  ws->reserve(n, max_act_, max_lin_cols_, max_lin_rows_, max_pad_, pool_->size());
+  ws->reserve(n, max_act_, max_lin_cols_, max_lin_rows_, max_pad_);
   return ws.release();
 }
 
@@ -268,25 +266,28 @@ void Model::run_op(const OpDesc& op, Workspace& ws, size_t n, float*& cur, float
           if (r0 < r1) linear_f32(L.weight.data(), L.bias.data(), cur + s * in_sz, nxt + s * out_sz, L.cols, r0, r1);
         });
       } else if (n == 1) {
-        const QSparseMatrix w = L.view();
-        if (tasks == 1) {
-          std::memcpy(nxt, L.bias.data(), L.rows * sizeof(float));
-          spmv_->spmv(w, cur, nxt, 0, L.cols);
-        } else {
-          // Column ranges of equal work, each into a private partial sum; then reduce.
-          pool_->parallel_for(T, [&](size_t t, unsigned) {
-            float* part = ws.partial.data() + t * L.rows;
-            std::fill(part, part + L.rows, 0.f);
-            spmv_->spmv(w, cur, part, L.col_split[t], L.col_split[t + 1]);
-          });
-          const uint32_t blk = (L.rows + T - 1) / T;
-          pool_->parallel_for(T, [&](size_t t, unsigned) {
-            for (uint32_t r = uint32_t(t) * blk; r < std::min<uint32_t>(L.rows, uint32_t(t + 1) * blk); ++r) {
-              float s = L.bias[r];
-              for (unsigned k = 0; k < T; ++k) s += ws.partial[size_t(k) * L.rows + r];
-              nxt[r] = s;
-            }
-          });
+        // Row form for dense inputs, column form (zero inputs skipped) below the layer's
+        // crossover density; each share writes its own outputs, so no reduction.
+        std::memcpy(nxt, L.bias.data(), L.rows * sizeof(float));
+        uint32_t* live = ws.live.data();
+        const uint32_t nlive = live_columns(cur, L.cols, live);
+        const unsigned shares = uint32_t(L.rows16.split.size() - 1);
+        if (nlive >= L.cols16_density * L.cols) {
+          const QTiles16 w = L.rows16.view(L.codebook.data());
+          const auto& sp = L.rows16.split;
+          if (tasks == 1 || shares == 1)
+            spmv_rows_->spmv_rows(w, cur, nxt, 0, L.rows);
+          else
+            pool_->parallel_for(shares, [&](size_t t, unsigned) { spmv_rows_->spmv_rows(w, cur, nxt, sp[t], sp[t + 1]); });
+        } else if (nlive) {
+          const QTiles16 w = L.cols16.view(L.codebook.data());
+          const auto& sp = L.cols16.split;
+          if (tasks == 1 || L.cols16.split.size() == 2)
+            spmv_cols_->spmv_cols(w, cur, live, nlive, nxt, 0, L.cols16.tiles);
+          else
+            pool_->parallel_for(sp.size() - 1, [&](size_t t, unsigned) {
+              spmv_cols_->spmv_cols(w, cur, live, nlive, nxt, sp[t], sp[t + 1]);
+            });
         }
       } else {
         // Batch: transpose to [cols, n] so the inner loop runs over contiguous samples.

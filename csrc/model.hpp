@@ -10,6 +10,7 @@
 
 #include "format.hpp"
 #include "kernels/qsparse.hpp"
+#include "kernels/spmv16.hpp"
 #include "registry.hpp"
 #include "threadpool.hpp"
 
@@ -25,7 +26,10 @@ struct ExecLayer {
   std::vector<float> codebook;      // sparse: [1 << code_bits]
   std::vector<uint32_t> colptr;     // sparse: [cols + 1]
   std::vector<uint16_t> entries;    // sparse: rel16 (gap << code_bits | code)
-  std::vector<uint32_t> col_split;  // column ranges of equal work, one per thread (SpMV)
+  // Batch 1 (spmv16.hpp), built at load: the row form for dense inputs, the column form (zero
+  // inputs skipped) for inputs sparser than cols16_density.
+  Tiles16 rows16, cols16;
+  float cols16_density = 0.f;
   // Rows layout (QConvRows): conv layers build it at load (one tile); sparse linear layers on
   // their first batched infer (rows_once), in column tiles of kRowTileCols so that a tile's
   // input block stays in L2: conv_rowptr holds `row_tiles` row-pointer arrays of rows + 1
@@ -64,7 +68,8 @@ class Model {
   const std::vector<OpDesc>& ops() const { return ops_; }
   const LoadStats& load_stats() const { return stats_; }
   unsigned threads() const { return pool_->size(); }
-  const KernelInfo& spmv() const { return *spmv_; }
+  const KernelInfo& spmv_rows() const { return *spmv_rows_; }
+  const KernelInfo& spmv_cols() const { return *spmv_cols_; }
   const KernelInfo& spmm() const { return *spmm_; }
   const KernelInfo& spmm_rows() const { return *spmm_rows_; }
   const KernelInfo& conv() const { return *conv_; }
@@ -86,7 +91,7 @@ class Model {
   // Per-sample buffer plan (elements).
   size_t max_act_ = 0, max_lin_cols_ = 0, max_lin_rows_ = 0, max_pad_ = 0;
   std::unique_ptr<ThreadPool> pool_;
-  const KernelInfo *spmv_, *spmm_, *spmm_rows_, *conv_, *huff_;
+  const KernelInfo *spmv_rows_, *spmv_cols_, *spmm_, *spmm_rows_, *conv_, *huff_;
   mutable std::mutex ws_mutex_;
   mutable std::vector<std::unique_ptr<Workspace>> ws_free_;
 };

@@ -12,8 +12,12 @@ const std::vector<KernelInfo>& kernel_registry() {
     std::vector<KernelInfo> r;
     auto add = [&](KernelInfo k) { r.push_back(k); };
     KernelInfo k{};
-    k = KernelInfo{"spmv_q_rel16__ref", "spmv", "ref", true}; k.spmv = spmv_q_rel16__ref; add(k);
-    k = KernelInfo{"spmv_q_rel16__generic", "spmv", "generic", false}; k.spmv = spmv_q_rel16__generic; add(k);
+    k = KernelInfo{"spmv_rows_q_t16__ref", "spmv_rows", "ref", true}; k.spmv_rows = spmv_rows_q_t16__ref; add(k);
+    k = KernelInfo{"spmv_rows_q_t16__generic", "spmv_rows", "generic", false};
+    k.spmv_rows = spmv_rows_q_t16__generic; add(k);
+    k = KernelInfo{"spmv_cols_q_t16__ref", "spmv_cols", "ref", true}; k.spmv_cols = spmv_cols_q_t16__ref; add(k);
+    k = KernelInfo{"spmv_cols_q_t16__generic", "spmv_cols", "generic", false};
+    k.spmv_cols = spmv_cols_q_t16__generic; add(k);
     k = KernelInfo{"spmm_q_rel16__ref", "spmm", "ref", true}; k.spmm = spmm_q_rel16__ref; add(k);
     k = KernelInfo{"spmm_q_rel16__generic", "spmm", "generic", false}; k.spmm = spmm_q_rel16__generic; add(k);
     k = KernelInfo{"spmm_rows_q_c24__ref", "spmm_rows", "ref", true}; k.spmm_rows = spmm_rows_q_c24__ref; add(k);
@@ -22,6 +26,10 @@ const std::vector<KernelInfo>& kernel_registry() {
     k = KernelInfo{"conv_q_rows__ref", "conv", "ref", true}; k.conv = conv_q_rows__ref; add(k);
     k = KernelInfo{"conv_q_rows__generic", "conv", "generic", false}; k.conv = conv_q_rows__generic; add(k);
 #if DCRT_HAVE_AVX2
+    k = KernelInfo{"spmv_rows_q_t16__bmi2", "spmv_rows", "bmi2", false}; k.spmv_rows = spmv_rows_q_t16__bmi2;
+    k.supported = cpu_has_bmi2_fma; add(k);
+    k = KernelInfo{"spmv_cols_q_t16__bmi2", "spmv_cols", "bmi2", false}; k.spmv_cols = spmv_cols_q_t16__bmi2;
+    k.supported = cpu_has_bmi2_fma; add(k);
     k = KernelInfo{"spmm_q_rel16__avx2", "spmm", "avx2", false}; k.spmm = spmm_q_rel16__avx2;
     k.supported = cpu_has_avx2_fma; add(k);
     k = KernelInfo{"spmm_rows_q_c24__avx2", "spmm_rows", "avx2", false}; k.spmm_rows = spmm_rows_q_c24__avx2;

@@ -5,15 +5,17 @@
 
 #include "huffman.hpp"
 #include "kernels/qsparse.hpp"
+#include "kernels/spmv16.hpp"
 
 namespace dcrt {
 
 struct KernelInfo {
-  const char* name;       // spmv_q_rel16__generic: <op>_<weights>_<index>__<arch>
-  const char* op;         // "spmv" | "spmm" | "spmm_rows" | "conv" | "huffman"
+  const char* name;       // spmv_rows_q_t16__generic: <op>_<weights>_<layout>__<arch>
+  const char* op;         // "spmv_rows" | "spmv_cols" | "spmm" | "spmm_rows" | "conv" | "huffman"
   const char* isa;        // "ref" | "generic" | ...
   bool reference;         // the plain twin every other kernel of this op is tested against
-  SpmvFn spmv = nullptr;
+  SpmvRowsFn spmv_rows = nullptr;
+  SpmvColsFn spmv_cols = nullptr;
   SpmmFn spmm = nullptr;
   SpmmRowsFn spmm_rows = nullptr;
   ConvFn conv = nullptr;

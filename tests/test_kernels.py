@@ -26,7 +26,7 @@ def test_registry_names_say_what_the_kernel_is():
     for k in KERNELS:
         assert k["name"].startswith(k["op"] if k["op"] != "huffman" else "huffman_decode")
         assert k["name"].endswith("__" + k["isa"]), k["name"]
-    for op in ("spmv", "spmm", "spmm_rows", "conv", "huffman"):
+    for op in ("spmv_rows", "spmv_cols", "spmm", "spmm_rows", "conv", "huffman"):
         ref, fast = by_op(op)
         assert fast, f"{op}: no optimised kernel registered"
 
@@ -55,9 +55,13 @@ MATRICES = [
 ]
 
 
-@pytest.mark.parametrize("shape", MATRICES, ids=str)
+@pytest.mark.parametrize("shape", MATRICES + [(600, 300, 0.1, 5, 4)], ids=str)
 @pytest.mark.parametrize("xkind", ["dense", "half_zero", "all_zero"])
-def test_spmv_matches_reference(rng, shape, xkind):
+@pytest.mark.parametrize("op", ["spmv_rows", "spmv_cols"])
+@pytest.mark.parametrize("tile,shares", [(0, 1), (0, 3), (16, 2), (1, 1)], ids=str)
+def test_spmv_matches_reference(rng, shape, xkind, op, tile, shares):
+    """Batch 1 on both 16-bit tiled forms: several tiles (tile 16 or 1 on these shapes), several
+    thread shares (every share runs), rows reordered within blocks, padded groups."""
     rows, cols, dens, cb_bits, ib = shape
     codes = random_codes(rng, rows, cols, dens, cb_bits, empty_cols=(0,) if cols > 2 else ())
     colptr, entries = rel16(codes, ib, cb_bits)
@@ -67,12 +71,13 @@ def test_spmv_matches_reference(rng, shape, xkind):
         x[rng.random(cols) < 0.5] = 0
     elif xkind == "all_zero":
         x[:] = 0
-    ref_name, fast = by_op("spmv")
-    ref = _core.spmv(ref_name, rows, colptr, entries, cb_bits, cb, x)
+    ref_name, fast = by_op(op)
+    run = getattr(_core, op)
+    ref = run(ref_name, rows, colptr, entries, cb_bits, cb, x, tile=tile, shares=shares)
     np.testing.assert_allclose(ref, cb[codes].astype(np.float64) @ x, atol=tol(cols))
     for name in fast:
-        np.testing.assert_allclose(_core.spmv(name, rows, colptr, entries, cb_bits, cb, x), ref, atol=tol(cols),
-                                   err_msg=name)
+        np.testing.assert_allclose(run(name, rows, colptr, entries, cb_bits, cb, x, tile=tile, shares=shares), ref,
+                                   atol=tol(cols), err_msg=name)
 
 
 def batched_case(rng, shape, n):
@@ -156,12 +161,17 @@ def test_kernel_entry_points_reject_bad_inputs(rng):
     cb = random_codebook(rng, 3)
     x = np.ones(4, np.float32)
     with pytest.raises(ValueError, match="entries run past rows"):
-        _core.spmv("spmv_q_rel16__generic", 5, colptr, entries, 3, cb, x)
-    with pytest.raises(ValueError, match="no spmv kernel"):
-        _core.spmv("nope", 10, colptr, entries, 3, cb, x)
+        _core.spmv_rows("spmv_rows_q_t16__generic", 5, colptr, entries, 3, cb, x)
+    with pytest.raises(ValueError, match="no spmv_cols kernel"):
+        _core.spmv_cols("spmv_rows_q_t16__generic", 10, colptr, entries, 3, cb, x)
     bad = colptr.copy()
     bad[1] = 1000
     with pytest.raises(ValueError):
-        _core.spmv("spmv_q_rel16__generic", 10, bad, entries, 3, cb, x)
+        _core.spmv_cols("spmv_cols_q_t16__generic", 10, bad, entries, 3, cb, x)
     with pytest.raises(ValueError, match="x must be"):
-        _core.spmv("spmv_q_rel16__generic", 10, colptr, entries, 3, cb, np.ones(5, np.float32))
+        _core.spmv_rows("spmv_rows_q_t16__generic", 10, colptr, entries, 3, cb, np.ones(5, np.float32))
+    for bad_tile in (3, 1 << 14):
+        with pytest.raises(ValueError, match="tile must be"):
+            _core.spmv_cols("spmv_cols_q_t16__generic", 10, colptr, entries, 3, cb, x, tile=bad_tile)
+    with pytest.raises(ValueError, match="shares"):
+        _core.spmv_rows("spmv_rows_q_t16__generic", 10, colptr, entries, 3, cb, x, shares=0)

@@ -8,17 +8,6 @@
 namespace dcrt {
 
 // ---------------------------------------------------------------- references
-void spmv_q_rel16__ref(const QSparseMatrix& w, const float* x, float* y, uint32_t c0, uint32_t c1) {
-  const uint32_t mask = (1u << w.code_bits) - 1;
-  for (uint32_t c = c0; c < c1; ++c) {
-    int64_t row = -1;
-    for (uint32_t e = w.colptr[c]; e < w.colptr[c + 1]; ++e) {
-      row += (w.entries[e] >> w.code_bits) + 1;
-      y[row] += w.codebook[w.entries[e] & mask] * x[c];
-    }
-  }
-}
-
 void spmm_q_rel16__ref(const QSparseMatrix& w, const float* xt, size_t ldx, float* yt, size_t ldy, size_t n) {
   const uint32_t mask = (1u << w.code_bits) - 1;
   for (uint32_t c = 0; c < w.cols; ++c) {
@@ -85,33 +74,6 @@ void conv_q_rows__ref(const QConvRows& w, const ConvGeom& g, const int64_t*, con
 }
 
 // ---------------------------------------------------------------- generic (portable)
-void spmv_q_rel16__generic(const QSparseMatrix& w, const float* __restrict x, float* __restrict y, uint32_t c0,
-                           uint32_t c1) {
-  const uint32_t b = w.code_bits, mask = (1u << b) - 1, ncode = 1u << b;
-  const float* cb = w.codebook;
-  float scaled[256];
-  for (uint32_t c = c0; c < c1; ++c) {
-    const float xv = x[c];
-    if (xv == 0.f) continue;  // a zero activation costs nothing (EIE)
-    const uint16_t* e = w.entries + w.colptr[c];
-    const uint16_t* end = w.entries + w.colptr[c + 1];
-    uint32_t row = uint32_t(-1);
-    if (uint32_t(end - e) >= ncode) {
-      // Scale the codebook once per column: each entry is then a lookup and an add.
-      for (uint32_t k = 0; k < ncode; ++k) scaled[k] = cb[k] * xv;
-      for (; e < end; ++e) {
-        row += (*e >> b) + 1;
-        y[row] += scaled[*e & mask];
-      }
-    } else {
-      for (; e < end; ++e) {
-        row += (*e >> b) + 1;
-        y[row] += cb[*e & mask] * xv;
-      }
-    }
-  }
-}
-
 void spmm_q_rel16__generic(const QSparseMatrix& w, const float* __restrict xt, size_t ldx, float* __restrict yt,
                            size_t ldy, size_t n) {
   const uint32_t b = w.code_bits, mask = (1u << b) - 1;

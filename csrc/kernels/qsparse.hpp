@@ -20,8 +20,6 @@ struct ConvGeom {
   uint32_t kh, kw, sh, sw, ph, pw, groups;
 };
 
-// y[rows] += W[:, c0:c1] * x[c0:c1]. Columns with x == 0 may be skipped.
-using SpmvFn = void (*)(const QSparseMatrix& w, const float* x, float* y, uint32_t c0, uint32_t c1);
 // yt[r*ldy + i] += sum_c W[r, c] * xt[c*ldx + i] for i < n (column-major batch).
 using SpmmFn = void (*)(const QSparseMatrix& w, const float* xt, size_t ldx, float* yt, size_t ldy, size_t n);
 // Convolution layout: output-channel rows of 32-bit entries (column << 8 | code), fillers
@@ -62,8 +60,6 @@ void csc_to_rows_tiled(const QSparseMatrix& w, uint32_t tile_cols, uint32_t* row
 // Zero-pad one sample for the fast conv kernels: writes exactly in_c*(in_h+2ph)*(in_w+2pw) floats.
 void pad_input(const ConvGeom& g, const float* x, float* xpad);
 
-void spmv_q_rel16__ref(const QSparseMatrix& w, const float* x, float* y, uint32_t c0, uint32_t c1);
-void spmv_q_rel16__generic(const QSparseMatrix& w, const float* x, float* y, uint32_t c0, uint32_t c1);
 void spmm_q_rel16__ref(const QSparseMatrix& w, const float* xt, size_t ldx, float* yt, size_t ldy, size_t n);
 void spmm_q_rel16__generic(const QSparseMatrix& w, const float* xt, size_t ldx, float* yt, size_t ldy, size_t n);
 void spmm_q_rel16__avx2(const QSparseMatrix& w, const float* xt, size_t ldx, float* yt, size_t ldy, size_t n);

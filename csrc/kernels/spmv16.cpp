@@ -1,0 +1,216 @@
+// Batch-1 tiled layouts (spmv16.hpp): builders, reference twins, portable kernels.
+#include "kernels/spmv16.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <numeric>
+#include <stdexcept>
+#include <string>
+
+namespace dcrt {
+
+namespace {
+
+uint32_t ceil_div(uint64_t a, uint64_t b) { return uint32_t((a + b - 1) / b); }
+
+// Walks the rel16 CSC, calling fn(col, row, code) for every real (non-filler) entry in order.
+template <class Fn>
+void for_each_nonzero(const QSparseMatrix& w, Fn&& fn) {
+  const uint32_t b = w.code_bits, mask = (1u << b) - 1;
+  for (uint32_t c = 0; c < w.cols; ++c) {
+    uint32_t row = uint32_t(-1);
+    for (uint32_t e = w.colptr[c]; e < w.colptr[c + 1]; ++e) {
+      row += (w.entries[e] >> b) + 1u;
+      if (w.entries[e] & mask) fn(c, row, uint32_t(w.entries[e] & mask));
+    }
+  }
+}
+
+// Pads every segment to whole groups with code 0 at the segment's last index (a real entry's
+// index: the product is 0 * x of a column the segment reads anyway).
+void pad_segments(Tiles16& t, const std::vector<uint32_t>& cur) {
+  const uint16_t imask = uint16_t((1u << t.field_bits) - 1);
+  for (uint32_t k = 0; k < t.tiles; ++k) {
+    const uint32_t* gp = t.gptr.data() + size_t(k) * (t.lines + 1);
+    for (uint32_t s = 0; s < t.lines; ++s) {
+      const size_t end = size_t(gp[s + 1]) * kGroup;
+      size_t e = cur[size_t(k) * t.lines + s];
+      if (e == end || e == size_t(gp[s]) * kGroup) continue;
+      const uint16_t pad = uint16_t(t.entries[e - 1] & imask);
+      for (; e < end; ++e) t.entries[e] = pad;
+    }
+  }
+}
+
+// Boundaries of `shares` contiguous ranges of units with about equal summed work.
+std::vector<uint32_t> equal_work_split(const std::vector<uint64_t>& work, unsigned shares) {
+  std::vector<uint64_t> pre(work.size() + 1, 0);
+  std::partial_sum(work.begin(), work.end(), pre.begin() + 1);
+  std::vector<uint32_t> split(shares + 1, uint32_t(work.size()));
+  split[0] = 0;
+  for (unsigned s = 1; s < shares; ++s) {
+    const uint64_t target = pre.back() * s / shares;
+    split[s] = uint32_t(std::lower_bound(pre.begin(), pre.end(), target) - pre.begin());
+    split[s] = std::min(std::max(split[s], split[s - 1]), uint32_t(work.size()));
+  }
+  return split;
+}
+
+void check_code_bits(uint32_t code_bits) {
+  if (code_bits < 1 || code_bits > 12)
+    throw std::invalid_argument("16-bit tiled layouts need 1 <= code_bits <= 12, got " + std::to_string(code_bits));
+}
+
+}  // namespace
+
+void build_rows16(const QSparseMatrix& w, uint32_t tile_cols, unsigned shares, Tiles16& t) {
+  check_code_bits(w.code_bits);
+  t = Tiles16{};
+  t.rows = w.rows; t.cols = w.cols; t.code_bits = w.code_bits; t.field_bits = 16 - w.code_bits;
+  t.tile = tile_cols ? tile_cols : 1u << t.field_bits;
+  t.tiles = std::max(1u, ceil_div(w.cols, t.tile));
+  t.lines = w.rows;
+  const uint32_t R = w.rows, tile = t.tile;
+  std::vector<uint32_t> cnt(size_t(t.tiles) * R, 0);
+  for_each_nonzero(w, [&](uint32_t c, uint32_t r, uint32_t) { cnt[size_t(c / tile) * R + r]++; });
+  // Order rows by their group count within each block; then group offsets in that order.
+  t.order.resize(size_t(t.tiles) * R);
+  t.gptr.resize(size_t(t.tiles) * (R + 1));
+  std::vector<uint32_t> cur(size_t(t.tiles) * R);
+  uint32_t pos = 0;
+  for (uint32_t k = 0; k < t.tiles; ++k) {
+    const uint32_t* ck = cnt.data() + size_t(k) * R;
+    uint32_t* ord = t.order.data() + size_t(k) * R;
+    uint32_t* gp = t.gptr.data() + size_t(k) * (R + 1);
+    std::iota(ord, ord + R, 0u);
+    for (uint32_t b0 = 0; b0 < R; b0 += kOrderBlock)
+      std::stable_sort(ord + b0, ord + std::min(R, b0 + kOrderBlock),
+                       [&](uint32_t a, uint32_t b) { return ck[a] / kGroup < ck[b] / kGroup; });
+    for (uint32_t p = 0; p < R; ++p) {
+      gp[p] = pos;
+      cur[size_t(k) * R + ord[p]] = pos * kGroup;
+      pos += ceil_div(ck[ord[p]], kGroup);
+    }
+    gp[R] = pos;
+  }
+  t.entries.assign(size_t(pos) * kGroup, 0);
+  const uint32_t fb = t.field_bits;
+  for_each_nonzero(w, [&](uint32_t c, uint32_t r, uint32_t code) {
+    const uint32_t k = c / tile;
+    t.entries[cur[size_t(k) * R + r]++] = uint16_t(code << fb | (c - k * tile));
+  });
+  // pad_segments walks positions: put the cursors in position order.
+  std::vector<uint32_t> pcur(cur.size());
+  for (uint32_t k = 0; k < t.tiles; ++k)
+    for (uint32_t p = 0; p < R; ++p) pcur[size_t(k) * R + p] = cur[size_t(k) * R + t.order[size_t(k) * R + p]];
+  pad_segments(t, pcur);
+  // Thread shares: whole blocks, equal groups summed over the tiles.
+  std::vector<uint64_t> work(ceil_div(R, kOrderBlock), 0);
+  for (uint32_t k = 0; k < t.tiles; ++k)
+    for (uint32_t p = 0; p < R; ++p) {
+      const uint32_t* gp = t.gptr.data() + size_t(k) * (R + 1);
+      work[p / kOrderBlock] += gp[p + 1] - gp[p] + 1;
+    }
+  t.split = equal_work_split(work, std::max(1u, shares));
+  for (auto& s : t.split) s = std::min(R, s * kOrderBlock);
+}
+
+void build_cols16(const QSparseMatrix& w, uint32_t tile_rows, unsigned shares, Tiles16& t) {
+  check_code_bits(w.code_bits);
+  t = Tiles16{};
+  shares = std::max(1u, shares);
+  t.rows = w.rows; t.cols = w.cols; t.code_bits = w.code_bits; t.field_bits = 16 - w.code_bits;
+  t.tile = tile_rows ? tile_rows : 1u << t.field_bits;
+  if (!tile_rows)
+    while (ceil_div(w.rows, t.tile) < 2 * shares && t.tile > kOrderBlock) t.tile >>= 1;
+  t.tiles = std::max(1u, ceil_div(w.rows, t.tile));
+  t.lines = w.cols;
+  const uint32_t C = w.cols, tile = t.tile;
+  std::vector<uint32_t> cnt(size_t(t.tiles) * C, 0);
+  for_each_nonzero(w, [&](uint32_t c, uint32_t r, uint32_t) { cnt[size_t(r / tile) * C + c]++; });
+  t.gptr.resize(size_t(t.tiles) * (C + 1));
+  std::vector<uint32_t> cur(cnt.size());
+  std::vector<uint64_t> work(t.tiles, 0);
+  uint32_t pos = 0;
+  for (uint32_t k = 0; k < t.tiles; ++k) {
+    uint32_t* gp = t.gptr.data() + size_t(k) * (C + 1);
+    for (uint32_t c = 0; c < C; ++c) {
+      gp[c] = pos;
+      cur[size_t(k) * C + c] = pos * kGroup;
+      pos += ceil_div(cnt[size_t(k) * C + c], kGroup);
+    }
+    gp[C] = pos;
+    work[k] = gp[C] - gp[0];
+  }
+  t.entries.assign(size_t(pos) * kGroup, 0);
+  const uint32_t fb = t.field_bits;
+  for_each_nonzero(w, [&](uint32_t c, uint32_t r, uint32_t code) {
+    const uint32_t k = r / tile;
+    t.entries[cur[size_t(k) * C + c]++] = uint16_t(code << fb | (r - k * tile));
+  });
+  pad_segments(t, cur);
+  t.split = equal_work_split(work, shares);
+}
+
+float cols16_max_density(const Tiles16& r, const Tiles16& c) {
+  // Cycles per group and per segment visited (Zen 3, bmi2 kernels, bench/RESULTS-layers.md).
+  constexpr double kRowGroup = 5.6, kColGroup = 7.8, kSegment = 6.0;
+  const double rows_cost = kRowGroup * (r.gptr.empty() ? 0 : r.entries.size() / kGroup) + kSegment * r.tiles * r.rows;
+  const double cols_cost = kColGroup * (c.entries.size() / kGroup) + kSegment * c.tiles * c.cols;
+  return cols_cost > 0 ? float(std::min(1.0, rows_cost / cols_cost)) : 1.f;
+}
+
+uint32_t live_columns(const float* x, uint32_t cols, uint32_t* live) {
+  uint32_t n = 0;
+  for (uint32_t c = 0; c < cols; ++c) {
+    live[n] = c;
+    n += x[c] != 0.f;
+  }
+  return n;
+}
+
+// ---------------------------------------------------------------- references
+void spmv_rows_q_t16__ref(const QTiles16& w, const float* x, float* y, uint32_t p0, uint32_t p1) {
+  const uint32_t imask = (1u << w.field_bits) - 1;
+  for (uint32_t k = 0; k < w.tiles; ++k)
+    for (uint32_t p = p0; p < p1; ++p) {
+      const uint32_t* gp = w.gptr + size_t(k) * (w.lines + 1);
+      const uint32_t row = w.order[size_t(k) * w.rows + p];
+      for (size_t e = size_t(gp[p]) * kGroup; e < size_t(gp[p + 1]) * kGroup; ++e)
+        y[row] += w.codebook[w.entries[e] >> w.field_bits] * x[size_t(k) * w.tile + (w.entries[e] & imask)];
+    }
+}
+
+void spmv_cols_q_t16__ref(const QTiles16& w, const float* x, const uint32_t* live, uint32_t nlive, float* y,
+                          uint32_t t0, uint32_t t1) {
+  const uint32_t imask = (1u << w.field_bits) - 1;
+  for (uint32_t k = t0; k < t1; ++k)
+    for (uint32_t i = 0; i < nlive; ++i) {
+      const uint32_t c = live[i];
+      const uint32_t* gp = w.gptr + size_t(k) * (w.lines + 1);
+      for (size_t e = size_t(gp[c]) * kGroup; e < size_t(gp[c + 1]) * kGroup; ++e)
+        y[size_t(k) * w.tile + (w.entries[e] & imask)] += w.codebook[w.entries[e] >> w.field_bits] * x[c];
+    }
+}
+
+// ---------------------------------------------------------------- generic (portable)
+namespace generic16 {
+struct Fields {
+  uint64_t fb, imask, kmask;
+  Fields(uint32_t field_bits, uint32_t code_bits)
+      : fb(field_bits), imask((1u << field_bits) - 1), kmask((1u << code_bits) - 1) {}
+  uint64_t idx(uint64_t h, int j) const { return (h >> (16 * j)) & imask; }
+  uint64_t code(uint64_t h, int j) const { return (h >> (16 * j + fb)) & kmask; }
+};
+#include "kernels/spmv16.inl"
+}  // namespace generic16
+
+void spmv_rows_q_t16__generic(const QTiles16& w, const float* x, float* y, uint32_t p0, uint32_t p1) {
+  generic16::spmv_rows_body(w, x, y, p0, p1);
+}
+void spmv_cols_q_t16__generic(const QTiles16& w, const float* x, const uint32_t* live, uint32_t nlive, float* y,
+                              uint32_t t0, uint32_t t1) {
+  generic16::spmv_cols_body(w, x, live, nlive, y, t0, t1);
+}
+
+}  // namespace dcrt
