@@ -33,7 +33,7 @@ using clk = std::chrono::steady_clock;
 double secs(clk::time_point a, clk::time_point b) { return std::chrono::duration<double>(b - a).count(); }
 
 // Work below this many multiply-adds runs on one thread: waking workers costs more.
-constexpr uint64_t kParallelMin = 1 << 15;
+constexpr uint64_t kParallelMin = 1 << 13;
 
 // dst[c * ld_dst + r] = src[r * ld_src + c] for r < nr, c < nc, in 16 x 16 tiles (a plain
 // double loop writes one float per cache line on the strided side).
@@ -182,11 +182,7 @@ void Model::decode_layers(ParsedFile& f) {
                   std::to_string(real) + " non-zero codes";
       return;
     }
-    if (L.kind == kLayerLinear) {
-      build_rows16(L.view(), 0, T, L.rows16);
-      build_cols16(L.view(), 0, T, L.cols16);
-      L.cols16_density = cols16_max_density(L.rows16, L.cols16);
-    } else {  // convolution runs on output-channel rows
+    if (L.kind == kLayerConv2d) {  // convolution runs on output-channel rows
       L.conv_rowptr.resize(size_t(L.rows) + 1);
       L.conv_entries.resize(L.nnz);
       csc_to_conv_rows(L.view(), L.conv_rowptr.data(), L.conv_entries.data());
@@ -196,6 +192,23 @@ void Model::decode_layers(ParsedFile& f) {
   });
   for (const auto& e : errors)
     if (!e.empty()) throw FormatError(e);
+  // Batch-1 layouts of the sparse linear layers: each (layer, form) is one job, so the biggest
+  // layer's two forms build on two threads.
+  std::vector<std::pair<uint32_t, bool>> builds;
+  for (uint32_t i = 0; i < layers_.size(); ++i)
+    if (layers_[i].storage == kStorageSparse && layers_[i].kind == kLayerLinear) {
+      builds.push_back({i, false});
+      builds.push_back({i, true});
+    }
+  pool_->parallel_for(builds.size(), [&](size_t j, unsigned) {
+    ExecLayer& L = layers_[builds[j].first];
+    if (builds[j].second)
+      build_cols16(L.view(), 0, T, L.cols16);
+    else
+      build_rows16(L.view(), 0, T, L.rows16);
+  });
+  for (auto& L : layers_)
+    if (L.storage == kStorageSparse && L.kind == kLayerLinear) L.cols16_density = cols16_max_density(L.rows16, L.cols16);
 }
 
 Workspace* Model::acquire(size_t n) const {

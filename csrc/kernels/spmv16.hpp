@@ -27,7 +27,7 @@
 namespace dcrt {
 
 constexpr uint32_t kGroup = 4;          // entries per 64-bit group
-constexpr uint32_t kOrderBlock = 256;   // row form: rows are reordered only within these blocks
+constexpr uint32_t kOrderBlock = 64;    // row form: rows are reordered only within these blocks
 
 struct QTiles16 {
   uint32_t rows, cols, code_bits;
