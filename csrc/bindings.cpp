@@ -88,10 +88,15 @@ QSparseMatrix checked_matrix(uint32_t rows, const py::array_t<uint32_t, py::arra
   return QSparseMatrix{rows, cols, code_bits, cp, entries.data(), codebook.data()};
 }
 
-// A tile length for the 16-bit layouts: 0 (the runtime's choice) or a power of two the field holds.
-void check_tile(uint32_t tile, uint32_t field_bits) {
-  if (tile && ((tile & (tile - 1)) || tile > (1u << field_bits)))
-    throw py::value_error("tile must be 0 or a power of two <= 2^(16 - code_bits) = " + std::to_string(1u << field_bits));
+// x, tile and shares of the batch-1 entry points. tile: 0 (the runtime's choice) or a power of
+// two the 16-bit field holds.
+void check_spmv_args(const QSparseMatrix& w, const py::array_t<float, py::array::c_style>& x, uint32_t tile,
+                     unsigned shares) {
+  if (x.ndim() != 1 || uint64_t(x.size()) != w.cols) throw py::value_error("x must be [cols]");
+  const uint32_t field = 1u << (16 - w.code_bits);
+  if (tile && ((tile & (tile - 1)) || tile > field))
+    throw py::value_error("tile must be 0 or a power of two <= 2^(16 - code_bits) = " + std::to_string(field));
+  if (shares < 1 || shares > 1024) throw py::value_error("shares must be in 1..1024");
 }
 
 const KernelInfo& kernel(const std::string& name, const char* op) {
@@ -229,9 +234,7 @@ PYBIND11_MODULE(_core, m) {
          unsigned shares) {
         const KernelInfo& k = kernel(name, "spmv_rows");
         const QSparseMatrix w = checked_matrix(rows, colptr, entries, code_bits, codebook);
-        if (x.ndim() != 1 || uint64_t(x.size()) != w.cols) throw py::value_error("x must be [cols]");
-        check_tile(tile, 16 - code_bits);
-        if (shares < 1 || shares > 1024) throw py::value_error("shares must be in 1..1024");
+        check_spmv_args(w, x, tile, shares);
         py::array_t<float> y(rows);
         float* yp = y.mutable_data();
         const float* xp = x.data();
@@ -254,9 +257,7 @@ PYBIND11_MODULE(_core, m) {
          unsigned shares) {
         const KernelInfo& k = kernel(name, "spmv_cols");
         const QSparseMatrix w = checked_matrix(rows, colptr, entries, code_bits, codebook);
-        if (x.ndim() != 1 || uint64_t(x.size()) != w.cols) throw py::value_error("x must be [cols]");
-        check_tile(tile, 16 - code_bits);
-        if (shares < 1 || shares > 1024) throw py::value_error("shares must be in 1..1024");
+        check_spmv_args(w, x, tile, shares);
         py::array_t<float> y(rows);
         float* yp = y.mutable_data();
         const float* xp = x.data();
