@@ -226,55 +226,39 @@ PYBIND11_MODULE(_core, m) {
   // ---- kernel entry points for tests and benchmarks (inputs validated, no crash on any) ----
   // Batch-1 tiled kernels: the layout is built here from rel16 CSC exactly as the runtime builds it
   // (tile 0 = the runtime's choice), then every share of the split runs in turn.
-  m.def(
-      "spmv_rows",
-      [](const std::string& name, uint32_t rows, py::array_t<uint32_t, py::array::c_style> colptr,
-         py::array_t<uint16_t, py::array::c_style> entries, uint32_t code_bits,
-         py::array_t<float, py::array::c_style> codebook, py::array_t<float, py::array::c_style> x, uint32_t tile,
-         unsigned shares) {
-        const KernelInfo& k = kernel(name, "spmv_rows");
-        const QSparseMatrix w = checked_matrix(rows, colptr, entries, code_bits, codebook);
-        check_spmv_args(w, x, tile, shares);
-        py::array_t<float> y(rows);
-        float* yp = y.mutable_data();
-        const float* xp = x.data();
-        {
-          py::gil_scoped_release nogil;
-          Tiles16 t;
-          build_rows16(w, tile, shares, t);
-          std::fill(yp, yp + rows, 0.f);
-          for (size_t s = 0; s + 1 < t.split.size(); ++s) k.spmv_rows(t.view(w.codebook), xp, yp, t.split[s], t.split[s + 1]);
-        }
-        return y;
-      },
-      py::arg("name"), py::arg("rows"), py::arg("colptr"), py::arg("entries"), py::arg("code_bits"),
-      py::arg("codebook"), py::arg("x"), py::arg("tile") = 0, py::arg("shares") = 1);
-  m.def(
-      "spmv_cols",
-      [](const std::string& name, uint32_t rows, py::array_t<uint32_t, py::array::c_style> colptr,
-         py::array_t<uint16_t, py::array::c_style> entries, uint32_t code_bits,
-         py::array_t<float, py::array::c_style> codebook, py::array_t<float, py::array::c_style> x, uint32_t tile,
-         unsigned shares) {
-        const KernelInfo& k = kernel(name, "spmv_cols");
-        const QSparseMatrix w = checked_matrix(rows, colptr, entries, code_bits, codebook);
-        check_spmv_args(w, x, tile, shares);
-        py::array_t<float> y(rows);
-        float* yp = y.mutable_data();
-        const float* xp = x.data();
-        {
-          py::gil_scoped_release nogil;
-          Tiles16 t;
-          build_cols16(w, tile, shares, t);
-          std::vector<uint32_t> live(w.cols);
-          const uint32_t nlive = live_columns(xp, w.cols, live.data());
-          std::fill(yp, yp + rows, 0.f);
-          for (size_t s = 0; s + 1 < t.split.size(); ++s)
-            k.spmv_cols(t.view(w.codebook), xp, live.data(), nlive, yp, t.split[s], t.split[s + 1]);
-        }
-        return y;
-      },
-      py::arg("name"), py::arg("rows"), py::arg("colptr"), py::arg("entries"), py::arg("code_bits"),
-      py::arg("codebook"), py::arg("x"), py::arg("tile") = 0, py::arg("shares") = 1);
+  for (const char* op : {"spmv_rows", "spmv_cols"}) {
+    const bool cols = std::strcmp(op, "spmv_cols") == 0;
+    m.def(
+        op,
+        [op, cols](const std::string& name, uint32_t rows, py::array_t<uint32_t, py::array::c_style> colptr,
+                   py::array_t<uint16_t, py::array::c_style> entries, uint32_t code_bits,
+                   py::array_t<float, py::array::c_style> codebook, py::array_t<float, py::array::c_style> x,
+                   uint32_t tile, unsigned shares) {
+          const KernelInfo& k = kernel(name, op);
+          const QSparseMatrix w = checked_matrix(rows, colptr, entries, code_bits, codebook);
+          check_spmv_args(w, x, tile, shares);
+          py::array_t<float> y(rows);
+          float* yp = y.mutable_data();
+          const float* xp = x.data();
+          {
+            py::gil_scoped_release nogil;
+            Tiles16 t;
+            (cols ? build_cols16 : build_rows16)(w, tile, shares, t);
+            std::vector<uint32_t> live(w.cols);
+            const uint32_t nlive = live_columns(xp, w.cols, live.data());
+            std::fill(yp, yp + rows, 0.f);
+            for (size_t s = 0; s + 1 < t.split.size(); ++s) {
+              if (cols)
+                k.spmv_cols(t.view(w.codebook), xp, live.data(), nlive, yp, t.split[s], t.split[s + 1]);
+              else
+                k.spmv_rows(t.view(w.codebook), xp, yp, t.split[s], t.split[s + 1]);
+            }
+          }
+          return y;
+        },
+        py::arg("name"), py::arg("rows"), py::arg("colptr"), py::arg("entries"), py::arg("code_bits"),
+        py::arg("codebook"), py::arg("x"), py::arg("tile") = 0, py::arg("shares") = 1);
+  }
   m.def("spmm", [](const std::string& name, uint32_t rows, py::array_t<uint32_t, py::array::c_style> colptr,
                    py::array_t<uint16_t, py::array::c_style> entries, uint32_t code_bits,
                    py::array_t<float, py::array::c_style> codebook, py::array_t<float, py::array::c_style> xt) {
