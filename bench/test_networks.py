@@ -1,37 +1,59 @@
-"""Whole networks, batch 1: dcrt infer against the dense numpy (OpenBLAS) forward of the same
-dequantized network, in one run. Run:  pytest bench/test_networks.py --benchmark-group-by=param:arch
+"""Whole networks end to end, batch 1, against the dense peers on the same dequantized network:
+numpy (OpenBLAS), ONNX Runtime and PyTorch, in one run; plus load time from bytes.
 
-The ratio table that goes into bench/RESULTS.md comes from `dcrt bench` (see there); this
-file is the pytest-benchmark form of the same comparison. No timing is asserted."""
+    pytest bench/test_networks.py --benchmark-json=nets.json && python bench/report.py nets.json
+
+Every peer's output is checked against dcrt's before anything is timed. No timing is asserted.
+"""
+import numpy as np
 import pytest
 
 import dcrt
 
+import export
+import peers as P
 from conftest import input_for, threads
 
 ARCHS = ["lenet-300-100", "lenet-5", "alexnet", "vgg16"]
+PEERS = {"numpy-dense": lambda model, x: (lambda: model.forward(x)),
+         "onnxruntime-dense": export.onnxruntime_net, "torch-dense": export.torch_net}
+IMPLS = ["dcrt"] + list(PEERS)
+
+_dense = {}
 
 
+def dense_of(path):
+    if str(path) not in _dense:
+        _dense[str(path)] = dcrt.decompress(path)
+    return _dense[str(path)]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("arch", ARCHS)
-def test_dcrt_infer(benchmark, compressed, arch):
+def test_net(benchmark, compressed, arch, impl):
     path, rep = compressed(arch)
     m = dcrt.load(path, threads=threads())
     x = input_for(m)
-    benchmark.extra_info.update(file_bytes=rep.file_bytes, ratio=round(rep.ratio, 1), threads=m.threads)
-    y = benchmark(m.infer, x)
-    assert y.shape[0] == 1
-
-
-@pytest.mark.parametrize("arch", ARCHS)
-def test_numpy_dense(benchmark, compressed, arch):
-    path, _ = compressed(arch)
-    model = dcrt.decompress(path)
-    x = input_for(model)
-    benchmark(model.forward, x)
+    want = m.infer(x)
+    if impl == "dcrt":
+        fn = lambda: m.infer(x)  # noqa: E731
+    else:
+        try:
+            fn = PEERS[impl](dense_of(path), x)
+        except P.Unavailable as e:
+            pytest.skip(f"{impl} unavailable: {e}")
+        got = fn()
+        got = np.asarray(got.numpy() if hasattr(got, "numpy") else got, np.float32).reshape(want.shape)
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4)
+    benchmark.group = f"net {arch} b1"
+    benchmark.extra_info.update(arch=arch, impl=impl, batch=1, dcz_bytes=rep.file_bytes, threads=threads())
+    benchmark(fn)
 
 
 @pytest.mark.parametrize("arch", ["alexnet", "vgg16"])
 def test_load(benchmark, compressed, arch):
-    path, _ = compressed(arch)
+    path, rep = compressed(arch)
     data = open(path, "rb").read()
+    benchmark.group = f"load {arch}"
+    benchmark.extra_info.update(arch=arch, impl="dcrt-load", batch=0, dcz_bytes=rep.file_bytes, threads=threads())
     benchmark(lambda: dcrt.loads(data, threads=threads()))

@@ -360,10 +360,8 @@ PYBIND11_MODULE(_core, m) {
     int64_t bad = -1;
     {
       py::gil_scoped_release nogil;
-      for (uint64_t c = 0; c < nch && bad < 0; ++c) {
-        const uint64_t s0 = c * chunk_symbols, n = std::min<uint64_t>(chunk_symbols, n_symbols - s0);
-        if (!k.huff(t, reinterpret_cast<const uint8_t*>(s.data()) + o[c], o[c + 1] - o[c], op + s0, n)) bad = int64_t(c);
-      }
+      const HuffStream hs{reinterpret_cast<const uint8_t*>(s.data()), o, chunk_symbols, n_symbols};
+      bad = k.huff(t, hs, 0, nch, op);
     }
     if (bad >= 0) throw FormatError("huffman: chunk " + std::to_string(bad) + ": corrupt");
     return out;

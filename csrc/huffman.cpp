@@ -8,6 +8,32 @@
 
 namespace dcrt {
 
+namespace {
+// Every whole code that fits in each multi_bits-bit window, up to 3 (HuffTable::multi).
+void build_multi_table(HuffTable& t) {
+  const int L = t.max_len, TB = std::max(L, kHuffMultiBits);
+  const uint32_t mask = (1u << TB) - 1;
+  t.multi_bits = TB;
+  t.multi.resize(size_t(1) << TB);
+  for (uint32_t w = 0; w <= mask; ++w) {
+    uint32_t syms = 0, cnt = 0;
+    int used = 0;
+    while (cnt < 3) {
+      // The remaining TB - used bits, top-aligned, zeros below: a code of length
+      // <= TB - used is read correctly from the top max_len bits.
+      const uint32_t v = (w << used) & mask;
+      const uint16_t e = t.peek[v >> (TB - L)];
+      const int len = e & 15;
+      if (len > TB - used) break;
+      syms |= uint32_t(e >> 4) << (8 * cnt);
+      ++cnt;
+      used += len;
+    }
+    t.multi[w] = syms << 8 | cnt << 6 | uint32_t(used);
+  }
+}
+}  // namespace
+
 void build_huff_table(const uint8_t* lengths, uint32_t n_alpha, uint64_t n_symbols, HuffTable& t,
                       const std::string& where) {
   t = HuffTable{};
@@ -59,9 +85,14 @@ void build_huff_table(const uint8_t* lengths, uint32_t n_alpha, uint64_t n_symbo
       const size_t lo = size_t(c) << (L - l), hi = lo + (size_t(1) << (L - l));
       std::fill(t.peek.begin() + lo, t.peek.begin() + hi, e);
     }
+  t.complete = used > 1;
+  if (t.complete) build_multi_table(t);
 }
 
-bool huffman_decode__ref(const HuffTable& t, const uint8_t* src, size_t src_len, uint8_t* out, size_t n) {
+
+namespace {
+// Bit-by-bit canonical decode of one chunk: the specification, not fast.
+bool decode_chunk_ref(const HuffTable& t, const uint8_t* src, size_t src_len, uint8_t* out, size_t n) {
   const uint64_t nbits = uint64_t(src_len) * 8;
   uint64_t pos = 0;
   for (size_t i = 0; i < n; ++i) {
@@ -83,15 +114,22 @@ bool huffman_decode__ref(const HuffTable& t, const uint8_t* src, size_t src_len,
     if ((src[pos >> 3] >> (7 - (pos & 7))) & 1) return false;  // padding must be zero
   return true;
 }
+}  // namespace
 
-bool huffman_decode_table__generic(const HuffTable& t, const uint8_t* src, size_t src_len, uint8_t* out, size_t n) {
-  if (n == 0) return src_len == 0;
-  const int L = t.max_len;
-  const uint16_t* peek = t.peek.data();
-  const uint8_t* p = src;
+bool huff_decode_checked(const HuffTable& t, const uint8_t* src, size_t src_len, uint64_t bitpos, uint8_t* out,
+                         size_t n) {
+  const uint8_t* p = src + (bitpos >> 3);
   const uint8_t* end = src + src_len;
+  if (p > end) return false;
   uint64_t buf = 0;  // valid bits are the top `have` bits; the rest are zero
   int have = 0;
+  if ((bitpos & 7) && p < end) {  // the first byte is partly consumed
+    const int k = int(bitpos & 7);
+    buf = uint64_t(*p++) << (56 + k);
+    have = 8 - k;
+  }
+  const int L = t.max_len;
+  const uint16_t* peek = t.peek.data();
   for (size_t i = 0; i < n; ++i) {
     if (have < L) {
       if (end - p >= 8) {  // branch-free refill: load 8 bytes big-endian, keep what fits
@@ -121,4 +159,25 @@ bool huffman_decode_table__generic(const HuffTable& t, const uint8_t* src, size_
   return p == end && have < 8 && buf == 0;
 }
 
+int64_t huffman_decode__ref(const HuffTable& t, const HuffStream& s, uint64_t c0, uint64_t c1, uint8_t* out) {
+  for (uint64_t c = c0; c < c1; ++c) {
+    const uint64_t s0 = c * s.chunk_symbols, n = std::min(s.chunk_symbols, s.n_symbols - s0);
+    if (!decode_chunk_ref(t, s.data + s.offsets[c], s.offsets[c + 1] - s.offsets[c], out + s0, n)) return int64_t(c);
+  }
+  return -1;
+}
+
+int64_t huffman_decode_table__generic(const HuffTable& t, const HuffStream& s, uint64_t c0, uint64_t c1,
+                                      uint8_t* out) {
+  for (uint64_t c = c0; c < c1; ++c) {
+    const uint64_t s0 = c * s.chunk_symbols, n = std::min(s.chunk_symbols, s.n_symbols - s0);
+    if (!huff_decode_checked(t, s.data + s.offsets[c], s.offsets[c + 1] - s.offsets[c], 0, out + s0, n))
+      return int64_t(c);
+  }
+  return -1;
+}
+
 }  // namespace dcrt
+
+#define DCRT_HUFF_MULTI_NAME huffman_decode_multi__generic
+#include "huffman_multi.inl"

@@ -10,8 +10,14 @@ namespace dcrt {
 
 struct HuffTable {
   int max_len = 0;                 // longest code; 0 for an empty stream
+  bool complete = false;           // Kraft sum 1: every bit pattern starts with a code
   // Peek table over max_len-bit windows: (symbol << 4) | length; length 0 = invalid code.
   std::vector<uint16_t> peek;
+  // Multi-symbol table over multi_bits-bit windows (multi_bits >= max_len, built only for
+  // complete codes): every whole code that fits in the window, up to 3 of them.
+  //   bits 0..5 bits consumed, 6..7 count, 8..31 the symbols (first in the low byte).
+  int multi_bits = 0;
+  std::vector<uint32_t> multi;
   // Canonical description, used by the reference decoder.
   uint16_t count[16] = {0};        // codes per length
   uint32_t first_code[16] = {0};   // first canonical code of each length
@@ -19,16 +25,38 @@ struct HuffTable {
   std::vector<uint8_t> sorted;     // symbols by (length, symbol)
 };
 
+// Window width of the multi-symbol table: at least this, more when codes are longer.
+constexpr int kHuffMultiBits = 12;
+
 // Validates `lengths` (alphabet of n_alpha symbols) for a stream of n_symbols
 // (spec §5.1) and builds the tables. Throws FormatError naming `where`.
 void build_huff_table(const uint8_t* lengths, uint32_t n_alpha, uint64_t n_symbols, HuffTable& t,
                       const std::string& where);
 
-// Decode exactly n symbols from one chunk of src_len bytes. Returns false if the chunk
-// is corrupt: an invalid code, running past its end, a spare byte, or non-zero padding.
-using HuffDecodeFn = bool (*)(const HuffTable& t, const uint8_t* src, size_t src_len, uint8_t* out, size_t n);
+// One Huffman-coded stream cut into chunks (format.md §5.2).
+struct HuffStream {
+  const uint8_t* data;       // the stream's bytes
+  const uint32_t* offsets;   // n_chunks + 1 byte offsets, validated non-decreasing
+  uint64_t chunk_symbols;    // symbols per chunk (the last may hold fewer)
+  uint64_t n_symbols;        // symbols in the whole stream
+};
 
-bool huffman_decode__ref(const HuffTable& t, const uint8_t* src, size_t src_len, uint8_t* out, size_t n);
-bool huffman_decode_table__generic(const HuffTable& t, const uint8_t* src, size_t src_len, uint8_t* out, size_t n);
+// Decodes chunks [c0, c1) of `s` into `out` (the whole stream's symbols: chunk c fills
+// out[c * chunk_symbols ...]). Returns -1 when every chunk decodes, else the lowest chunk
+// index in the range that is corrupt: an invalid code, running past its end, a spare byte,
+// or non-zero padding. Chunks are independent, so decoders may interleave several.
+using HuffDecodeFn = int64_t (*)(const HuffTable& t, const HuffStream& s, uint64_t c0, uint64_t c1, uint8_t* out);
+
+// The checked single-symbol decoder, resumable: decodes the n symbols that start `bitpos` bits
+// into a chunk of src_len bytes, then checks the chunk's end (no spare byte, zero padding).
+bool huff_decode_checked(const HuffTable& t, const uint8_t* src, size_t src_len, uint64_t bitpos, uint8_t* out,
+                         size_t n);
+
+int64_t huffman_decode__ref(const HuffTable& t, const HuffStream& s, uint64_t c0, uint64_t c1, uint8_t* out);
+int64_t huffman_decode_table__generic(const HuffTable& t, const HuffStream& s, uint64_t c0, uint64_t c1, uint8_t* out);
+int64_t huffman_decode_multi__generic(const HuffTable& t, const HuffStream& s, uint64_t c0, uint64_t c1, uint8_t* out);
+#if DCRT_HAVE_AVX2
+int64_t huffman_decode_multi__bmi2(const HuffTable& t, const HuffStream& s, uint64_t c0, uint64_t c1, uint8_t* out);
+#endif
 
 }  // namespace dcrt

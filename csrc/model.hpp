@@ -46,6 +46,8 @@ struct ExecLayer {
 };
 
 struct LoadStats {
+  // parse: header, tables, checks; decode: the Huffman streams; layout: everything else
+  // (execution layouts, their validation, the buffer plan).
   double parse_s = 0, decode_s = 0, layout_s = 0, total_s = 0;
   uint64_t symbols_decoded = 0;
 };

@@ -40,6 +40,12 @@ const std::vector<KernelInfo>& kernel_registry() {
     k = KernelInfo{"huffman_decode__ref", "huffman", "ref", true}; k.huff = huffman_decode__ref; add(k);
     k = KernelInfo{"huffman_decode_table__generic", "huffman", "generic", false};
     k.huff = huffman_decode_table__generic; add(k);
+    k = KernelInfo{"huffman_decode_multi__generic", "huffman", "generic", false};
+    k.huff = huffman_decode_multi__generic; add(k);
+#if DCRT_HAVE_AVX2
+    k = KernelInfo{"huffman_decode_multi__bmi2", "huffman", "bmi2", false};
+    k.huff = huffman_decode_multi__bmi2; k.supported = cpu_has_bmi2_fma; add(k);
+#endif
     return r;
   }();
   return reg;

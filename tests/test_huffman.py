@@ -141,3 +141,59 @@ def test_random_garbage_never_crashes_native_decoders(rng):
             except FormatError:
                 results.append("corrupt")
         assert len(set(results)) == 1, "decoders disagree on a garbage stream"
+
+
+def _decode_all(lengths, stream, offs, n, chunk):
+    """Every native decoder's answer: the symbols, or the error message (which names the chunk)."""
+    out = {}
+    for name in DECODERS:
+        try:
+            out[name] = tuple(_core.huffman_decode(name, lengths, stream, offs, n, chunk))
+        except FormatError as e:
+            out[name] = str(e)
+    return out
+
+
+@pytest.mark.parametrize("alpha, max_len", [(2, 11), (16, 11), (32, 12), (32, 13), (40, 15), (256, 11)])
+@pytest.mark.parametrize("n_chunks", [1, 5, 6, 7, 13])
+def test_interleaved_decoders_over_chunk_groups(rng, alpha, max_len, n_chunks):
+    # The multi-symbol decoders run six chunks at a time, with K lookups per reload set by the
+    # window (12 bits, or max_len when longer); a short last chunk leaves its group early.
+    chunk = 700
+    if max_len > 12:  # skewed enough that the longest code is used
+        freqs = np.array([2 ** min(k, 20) for k in range(alpha)], np.int64)
+        lengths = huffman.code_lengths(freqs, max_len)
+        assert lengths.max() == max_len
+        p = 2.0 ** -lengths.astype(float)
+        sym = rng.choice(alpha, size=chunk * n_chunks - 123, p=p / p.sum())
+    else:
+        sym = rng.choice(alpha, size=chunk * n_chunks - 123, p=rng.dirichlet(np.ones(alpha) * 0.7))
+    roundtrip(sym, alpha, chunk, max_len=max_len)
+
+
+def test_corrupted_long_chunks_agree_across_decoders(rng):
+    sym = rng.choice(32, size=2000 * 13, p=rng.dirichlet(np.ones(32)))
+    lengths = huffman.code_lengths(np.bincount(sym, minlength=32), 11)
+    stream, offs = huffman.encode(sym, lengths, 2000)
+    offs = np.asarray(offs, np.uint32)
+    for trial in range(60):
+        s = bytearray(stream)
+        o = offs.copy()
+        kind = trial % 3
+        if kind == 0:  # flip bits in the middle or at the end of some chunk
+            c = int(rng.integers(0, 13))
+            pos = int(o[c + 1]) - 1 - int(rng.integers(0, 3)) if trial % 2 else int(rng.integers(o[c], o[c + 1]))
+            s[pos] ^= int(rng.integers(1, 256))
+        elif kind == 1:  # move one chunk boundary
+            c = int(rng.integers(1, 13))
+            o[c] = np.uint32(int(o[c]) + int(rng.choice([-2, -1, 1, 2])))
+            if not (o[c - 1] <= o[c] <= o[c + 1]):
+                continue
+        else:  # a symbol count that does not match the bytes
+            n = sym.size + int(rng.choice([-1, 1, 5]))
+            res = _decode_all(lengths, bytes(s), o, n, 2000) if n // 2000 + 1 == o.size - 1 else None
+            if res is not None:
+                assert len(set(res.values())) == 1, res.keys()
+            continue
+        res = _decode_all(lengths, bytes(s), o, sym.size, 2000)
+        assert len(set(res.values())) == 1, {k: (v if isinstance(v, str) else "decoded") for k, v in res.items()}
