@@ -325,7 +325,7 @@ PYBIND11_MODULE(_core, m) {
     rows_e.resize(nnz);
     csc_to_conv_rows(w, rowptr.data(), rows_e.data());
     const QConvRows wr{out_c, w.cols, code_bits, rowptr.data(), rows_e.data(), codebook.data()};
-    std::vector<float> xpad(size_t(C) * (H + 2 * ph) * (W + 2 * pw) + kConvSlack);
+    std::vector<float> xpad(padded_size(g) + kConvSlack);
     std::vector<int64_t> tapoff(w.cols);
     py::array_t<float> y({py::ssize_t(out_c), py::ssize_t(g.out_h), py::ssize_t(g.out_w)});
     float* yp = y.mutable_data();

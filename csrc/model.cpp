@@ -101,7 +101,7 @@ Model::Model(const uint8_t* data, size_t size, unsigned threads)
     } else if (op.type == OpType::Conv2d) {
       const ExecLayer& L = layers_[op.layer];
       const ConvGeom g = conv_geom(op, L);
-      max_pad_ = std::max<size_t>(max_pad_, size_t(g.in_c) * (g.in_h + 2ull * g.ph) * (g.in_w + 2ull * g.pw));
+      max_pad_ = std::max<size_t>(max_pad_, padded_size(g));
       tapoff_[i].resize(L.cols);
       conv_tap_offsets(g, L.cols, tapoff_[i].data());
     }
@@ -347,7 +347,7 @@ void Model::run_op(const OpDesc& op, Workspace& ws, size_t n, float*& cur, float
     case OpType::Conv2d: {
       const ExecLayer& L = layers_[op.layer];
       const ConvGeom g = conv_geom(op, L);
-      const size_t pad_sz = size_t(g.in_c) * (g.in_h + 2ull * g.ph) * (g.in_w + 2ull * g.pw);
+      const size_t pad_sz = padded_size(g);
       const int64_t* tapoff = tapoff_[&op - ops_.data()].data();
       float* xpad = ws.xpad.data();
       pool_->parallel_for(n, [&](size_t s, unsigned) { pad_input(g, cur + s * in_sz, xpad + s * pad_sz); });

@@ -128,6 +128,9 @@ CONVS = [
     (3, 23, 23, 4, 11, 4, 0, 1, 0.6, 1),  # AlexNet conv1-like
     (2, 3, 40, 5, 3, 1, 1, 1, 0.7, 2),  # rows wider than the pixel tile, ragged last tile
     (2, 9, 9, 2, 3, 7, 2, 1, 0.9, 0),  # stride wider than the input slack
+    (2, 33, 35, 3, 5, 1, 2, 1, 0.6, 2),  # 33 rows: 4-row blocks and a 1-row tail; 16+16+3 pixels
+    (3, 18, 21, 4, 3, (2, 3), (1, 2), 1, 0.5, 0),  # sh != sw, ph != pw: phase planes per sw
+    (2, 15, 30, 3, (3, 5), (1, 2), (0, 1), 1, 0.7, 0),  # rectangular kernel, stride 2 across
 ]
 
 
@@ -135,17 +138,18 @@ CONVS = [
 def test_conv_matches_reference_and_numpy(rng, geom):
     from dcrt.nn import Conv2d
     C, H, W, oc, k, s, p, g, dens, chunk = geom
+    (kh, kw), (sh, sw), (ph, pw) = (v if isinstance(v, tuple) else (v, v) for v in (k, s, p))
     cb_bits, ib = 6, 2
-    codes = random_codes(rng, oc, C // g * k * k, dens, cb_bits)
+    codes = random_codes(rng, oc, C // g * kh * kw, dens, cb_bits)
     colptr, entries = rel16(codes, ib, cb_bits)
     cb = random_codebook(rng, cb_bits)
     bias = rng.standard_normal(oc).astype(np.float32)
     x = rng.standard_normal((C, H, W)).astype(np.float32)
     x[:, ::2, :] = 0
     ref_name, fast = by_op("conv")
-    args = (colptr, entries, cb_bits, cb, bias, x, oc, k, k, s, s, p, p, g)
+    args = (colptr, entries, cb_bits, cb, bias, x, oc, kh, kw, sh, sw, ph, pw, g)
     ref = _core.conv(ref_name, *args, 0)
-    layer = Conv2d(C, oc, k, s, p, g)
+    layer = Conv2d(C, oc, (kh, kw), (sh, sw), (ph, pw), g)
     layer.weight = cb[codes].reshape(layer.weight.shape)
     layer.bias = bias
     np.testing.assert_allclose(ref, layer.forward(x[None])[0], atol=tol(codes.shape[1]))

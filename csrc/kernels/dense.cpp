@@ -101,9 +101,9 @@ void conv_f32(const float* w, uint32_t cols, const ConvGeom& g, const int64_t* t
               const float* xpad, float* y, uint32_t oc0, uint32_t oc1) {
   constexpr uint32_t kTile = 16;
   const uint32_t icg = g.in_c / g.groups, ocg = g.out_c / g.groups;
-  const size_t wp = g.in_w + 2 * g.pw, plane = (g.in_h + 2 * g.ph) * wp;
+  const PadGeom pg = pad_geom(g);
   for (uint32_t oc = oc0; oc < oc1; ++oc) {
-    const float* xg = xpad + size_t(oc / ocg) * icg * plane;
+    const float* xg = xpad + size_t(oc / ocg) * icg * pg.plane;
     const float* wr = w + size_t(oc) * cols;
     float* yo = y + size_t(oc) * g.out_h * g.out_w;
     for (uint32_t oy = 0; oy < g.out_h; ++oy)
@@ -111,12 +111,12 @@ void conv_f32(const float* w, uint32_t cols, const ConvGeom& g, const int64_t* t
         const uint32_t n = std::min(kTile, g.out_w - ox0);
         float acc[kTile];
         for (uint32_t i = 0; i < kTile; ++i) acc[i] = bias[oc];
-        const float* xb = xg + size_t(oy) * g.sh * wp + size_t(ox0) * g.sw;
+        const float* xb = xg + size_t(oy) * g.sh * pg.wq + ox0;
         for (uint32_t c = 0; c < cols; ++c) {
           const float v = wr[c];
           if (v == 0.f) continue;
           const float* xp = xb + tapoff[c];
-          for (uint32_t i = 0; i < n; ++i) acc[i] += v * xp[size_t(i) * g.sw];
+          for (uint32_t i = 0; i < n; ++i) acc[i] += v * xp[i];
         }
         for (uint32_t i = 0; i < n; ++i) yo[size_t(oy) * g.out_w + ox0 + i] = acc[i];
       }

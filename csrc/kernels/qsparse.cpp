@@ -132,20 +132,29 @@ void csc_to_conv_rows(const QSparseMatrix& w, uint32_t* rowptr, uint32_t* entrie
 }
 
 void pad_input(const ConvGeom& g, const float* x, float* xpad) {
-  const size_t hp = g.in_h + 2 * g.ph, wp = g.in_w + 2 * g.pw;
+  const PadGeom pg = pad_geom(g);
+  const uint32_t sw = g.sw;
   float* d = xpad;
-  for (uint32_t c = 0; c < g.in_c; ++c) {
-    std::fill(d, d + g.ph * wp, 0.f);
-    d += g.ph * wp;
-    for (uint32_t r = 0; r < g.in_h; ++r) {
-      std::fill(d, d + g.pw, 0.f);
-      std::copy(x + (size_t(c) * g.in_h + r) * g.in_w, x + (size_t(c) * g.in_h + r + 1) * g.in_w, d + g.pw);
-      std::fill(d + g.pw + g.in_w, d + wp, 0.f);
-      d += wp;
-    }
-    std::fill(d, d + (hp - g.ph - g.in_h) * wp, 0.f);
-    d += (hp - g.ph - g.in_h) * wp;
-  }
+  for (uint32_t c = 0; c < g.in_c; ++c)
+    for (uint32_t p = 0; p < sw; ++p)
+      for (size_t r = 0; r < pg.hp; ++r, d += pg.wq) {
+        const int64_t iy = int64_t(r) - g.ph;
+        if (iy < 0 || iy >= int64_t(g.in_h)) {
+          std::fill(d, d + pg.wq, 0.f);
+          continue;
+        }
+        const float* xr = x + (size_t(c) * g.in_h + size_t(iy)) * g.in_w;
+        if (sw == 1) {
+          std::fill(d, d + g.pw, 0.f);
+          std::copy(xr, xr + g.in_w, d + g.pw);
+          std::fill(d + g.pw + g.in_w, d + pg.wq, 0.f);
+        } else {
+          for (size_t j = 0; j < pg.wq; ++j) {
+            const int64_t ix = int64_t(j * sw + p) - g.pw;
+            d[j] = ix >= 0 && ix < int64_t(g.in_w) ? xr[ix] : 0.f;
+          }
+        }
+      }
   // No write past the padded sample: in a batch the next sample starts right here.
 }
 
@@ -154,9 +163,12 @@ namespace generic {
 }  // namespace generic
 
 void conv_tap_offsets(const ConvGeom& g, uint32_t cols, int64_t* tapoff) {
-  const int64_t wp = g.in_w + 2 * g.pw, plane = int64_t(g.in_h + 2 * g.ph) * wp;
+  const PadGeom pg = pad_geom(g);
   const uint32_t taps = g.kh * g.kw;
-  for (uint32_t c = 0; c < cols; ++c) tapoff[c] = int64_t(c / taps) * plane + ((c / g.kw) % g.kh) * wp + c % g.kw;
+  for (uint32_t c = 0; c < cols; ++c) {
+    const uint32_t ky = (c / g.kw) % g.kh, kx = c % g.kw;
+    tapoff[c] = int64_t((c / taps) * pg.plane + (kx % g.sw) * pg.hp * pg.wq + ky * pg.wq + kx / g.sw);
+  }
 }
 
 void conv_q_rows__generic(const QConvRows& w, const ConvGeom& g, const int64_t* tapoff, const float* bias,

@@ -41,14 +41,28 @@ constexpr uint32_t kConvSlack = 64;
 using SpmmRowsFn = void (*)(const QConvRows& w, const float* xt, size_t ldx, float* yt, size_t ldy, size_t n,
                             uint32_t r0, uint32_t r1);  // floats readable past the end of a padded input
 
+// The fast kernels' padded input: per input channel, sw phase planes of hp = in_h + 2ph rows
+// by wq = ceil((in_w + 2pw) / sw) columns; phase p, column j holds padded column j*sw + p.
+// Output pixel (oy, ox) with tap (ky, kx) reads phase kx % sw, row oy*sh + ky, column
+// ox + kx / sw: consecutive output pixels read consecutive floats at any stride.
+struct PadGeom {
+  size_t hp, wq, plane;  // rows, columns of a phase plane; floats per input channel
+};
+inline PadGeom pad_geom(const ConvGeom& g) {
+  const size_t hp = g.in_h + 2 * size_t(g.ph), wq = (g.in_w + 2 * size_t(g.pw) + g.sw - 1) / g.sw;
+  return {hp, wq, size_t(g.sw) * hp * wq};
+}
+inline size_t padded_size(const ConvGeom& g) { return size_t(g.in_c) * pad_geom(g).plane; }
+
 // Output channels [oc0, oc1) of one sample: y[oc, :, :] = bias[oc] + conv(x).
-// x: [in_c, in_h, in_w]; xpad: the same, zero-padded to [in_c, in_h + 2ph, in_w + 2pw] and
-// followed by kConvSlack readable floats (any contents: they only feed discarded lanes);
-// tapoff: conv_tap_offsets(g, cols). Fast kernels read xpad and tapoff, references read x.
+// x: [in_c, in_h, in_w]; xpad: pad_input(g, x), padded_size(g) floats, followed by kConvSlack
+// readable floats (any contents: they only feed discarded lanes); tapoff:
+// conv_tap_offsets(g, cols). Fast kernels read xpad and tapoff, references read x.
 using ConvFn = void (*)(const QConvRows& w, const ConvGeom& g, const int64_t* tapoff, const float* bias,
                         const float* x, const float* xpad, float* y, uint32_t oc0, uint32_t oc1);
 
-// Offset of column c's tap (channel-in-group, ky, kx) in the padded input of its group.
+// Offset of column c's tap (channel-in-group, ky, kx) in the padded input of its group
+// (PadGeom layout); output pixel (oy, ox) adds oy * sh * wq + ox.
 void conv_tap_offsets(const ConvGeom& g, uint32_t cols, int64_t* tapoff);
 
 // CSC -> rows (drops fillers). rowptr: rows + 1, entries: nnz (count of code != 0).
@@ -57,7 +71,7 @@ void csc_to_conv_rows(const QSparseMatrix& w, uint32_t* rowptr, uint32_t* entrie
 // back to back, absolute into entries (nnz of them). csc_to_conv_rows is the one-tile case.
 uint32_t row_tile_count(uint32_t cols, uint32_t tile_cols);
 void csc_to_rows_tiled(const QSparseMatrix& w, uint32_t tile_cols, uint32_t* rowptr, uint32_t* entries);
-// Zero-pad one sample for the fast conv kernels: writes exactly in_c*(in_h+2ph)*(in_w+2pw) floats.
+// Zero-pad one sample into the PadGeom layout: writes exactly padded_size(g) floats.
 void pad_input(const ConvGeom& g, const float* x, float* xpad);
 
 void spmm_q_rel16__ref(const QSparseMatrix& w, const float* xt, size_t ldx, float* yt, size_t ldy, size_t n);
