@@ -308,7 +308,7 @@ PYBIND11_MODULE(_core, m) {
                    py::array_t<uint16_t, py::array::c_style> entries, uint32_t code_bits,
                    py::array_t<float, py::array::c_style> codebook, py::array_t<float, py::array::c_style> bias,
                    py::array_t<float, py::array::c_style> x, uint32_t out_c, uint32_t kh, uint32_t kw, uint32_t sh,
-                   uint32_t sw, uint32_t ph, uint32_t pw, uint32_t groups, uint32_t oc_chunk) {
+                   uint32_t sw, uint32_t ph, uint32_t pw, uint32_t groups, uint32_t oc_chunk, uint32_t row_chunk) {
     const KernelInfo& k = kernel(name, "conv");
     if (x.ndim() != 3) throw py::value_error("x must be [C, H, W]");
     const uint32_t C = uint32_t(x.shape(0)), H = uint32_t(x.shape(1)), W = uint32_t(x.shape(2));
@@ -319,6 +319,7 @@ PYBIND11_MODULE(_core, m) {
     if (w.cols != C / groups * kh * kw) throw py::value_error("cols != C/groups*kh*kw");
     ConvGeom g{C, H, W, out_c, (H + 2 * ph - kh) / sh + 1, (W + 2 * pw - kw) / sw + 1, kh, kw, sh, sw, ph, pw, groups};
     if (!oc_chunk) oc_chunk = out_c;
+    if (!row_chunk) row_chunk = g.out_h;
     std::vector<uint32_t> rowptr(out_c + 1), rows_e;
     uint64_t nnz = 0;
     for (py::ssize_t e = 0; e < entries.size(); ++e) nnz += (entries.data()[e] & ((1u << code_bits) - 1)) != 0;
@@ -336,7 +337,9 @@ PYBIND11_MODULE(_core, m) {
       pad_input(g, xp, xpad.data());
       conv_tap_offsets(g, w.cols, tapoff.data());
       for (uint32_t oc0 = 0; oc0 < out_c; oc0 += oc_chunk)
-        k.conv(wr, g, tapoff.data(), bp, xp, xpad.data(), yp, oc0, std::min(out_c, oc0 + oc_chunk));
+        for (uint32_t oy0 = 0; oy0 < g.out_h; oy0 += row_chunk)
+          k.conv(wr, g, tapoff.data(), bp, xp, xpad.data(), yp, oc0, std::min(out_c, oc0 + oc_chunk), oy0,
+                 std::min(g.out_h, oy0 + row_chunk));
     }
     return y;
   });

@@ -351,17 +351,24 @@ void Model::run_op(const OpDesc& op, Workspace& ws, size_t n, float*& cur, float
       const int64_t* tapoff = tapoff_[&op - ops_.data()].data();
       float* xpad = ws.xpad.data();
       pool_->parallel_for(n, [&](size_t s, unsigned) { pad_input(g, cur + s * in_sz, xpad + s * pad_sz); });
-      // Output-channel chunks: disjoint writes, about 8 tasks per thread to even out the work.
+      // Tasks are rectangles of output channels x 4-row bands (disjoint writes): bands first, so
+      // a task's input window stays in cache for all its channels; channel chunks only where
+      // there are fewer than 8 bands per thread.
       const uint64_t work = (L.storage == kStorageSparse ? L.nnz : uint64_t(L.rows) * L.cols) * out_sz / L.rows * n;
-      const uint32_t chunk = work < kParallelMin ? L.rows : std::max<uint32_t>(1, L.rows / (8 * T));
-      const uint32_t nchunk = (L.rows + chunk - 1) / chunk;
+      const bool split = work >= kParallelMin;
+      const uint32_t bands = split ? (g.out_h + kConvRowBlock - 1) / kConvRowBlock : 1;
+      const uint32_t band_rows = split ? kConvRowBlock : g.out_h;
+      const uint32_t oc_parts = split ? std::min<uint32_t>(L.rows, (8 * T + bands - 1) / bands) : 1;
+      const uint32_t chunk = (L.rows + oc_parts - 1) / oc_parts, nchunk = (L.rows + chunk - 1) / chunk;
       const QConvRows w = L.storage == kStorageSparse ? L.conv_view() : QConvRows{};
-      pool_->parallel_for(n * nchunk, [&](size_t t, unsigned) {
-        const size_t s = t / nchunk;
-        const uint32_t oc0 = uint32_t(t % nchunk) * chunk, oc1 = std::min(L.rows, oc0 + chunk);
+      pool_->parallel_for(n * nchunk * bands, [&](size_t t, unsigned) {
+        const size_t s = t / (nchunk * bands);
+        const uint32_t oc0 = uint32_t(t / bands % nchunk) * chunk, oc1 = std::min(L.rows, oc0 + chunk);
+        const uint32_t oy0 = uint32_t(t % bands) * band_rows, oy1 = std::min(g.out_h, oy0 + band_rows);
         if (L.storage == kStorageSparse)
-          conv_->conv(w, g, tapoff, L.bias.data(), cur + s * in_sz, xpad + s * pad_sz, nxt + s * out_sz, oc0, oc1);
-        else
+          conv_->conv(w, g, tapoff, L.bias.data(), cur + s * in_sz, xpad + s * pad_sz, nxt + s * out_sz, oc0, oc1,
+                      oy0, oy1);
+        else if (oy0 == 0)  // the dense fallback splits by channels only
           conv_f32(L.weight.data(), L.cols, g, tapoff, L.bias.data(), xpad + s * pad_sz, nxt + s * out_sz, oc0, oc1);
       });
       std::swap(cur, nxt);

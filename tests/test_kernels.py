@@ -148,15 +148,17 @@ def test_conv_matches_reference_and_numpy(rng, geom):
     x[:, ::2, :] = 0
     ref_name, fast = by_op("conv")
     args = (colptr, entries, cb_bits, cb, bias, x, oc, kh, kw, sh, sw, ph, pw, g)
-    ref = _core.conv(ref_name, *args, 0)
+    ref = _core.conv(ref_name, *args, 0, 0)
     layer = Conv2d(C, oc, (kh, kw), (sh, sw), (ph, pw), g)
     layer.weight = cb[codes].reshape(layer.weight.shape)
     layer.bias = bias
     np.testing.assert_allclose(ref, layer.forward(x[None])[0], atol=tol(codes.shape[1]))
+    np.testing.assert_allclose(_core.conv(ref_name, *args, chunk, 3), ref, atol=tol(codes.shape[1]))
     for name in fast:
         for c in {0, chunk}:
-            np.testing.assert_allclose(_core.conv(name, *args, c), ref, atol=tol(codes.shape[1]),
-                                       err_msg=f"{name} oc_chunk={c}")
+            for rc in (0, 3, 4):  # row ranges that cut the 4-row blocks, and ones that follow them
+                np.testing.assert_allclose(_core.conv(name, *args, c, rc), ref, atol=tol(codes.shape[1]),
+                                           err_msg=f"{name} oc_chunk={c} row_chunk={rc}")
 
 
 def test_kernel_entry_points_reject_bad_inputs(rng):

@@ -55,11 +55,11 @@ void spmm_rows_q_c24__generic(const QConvRows& w, const float* __restrict xt, si
 }
 
 void conv_q_rows__ref(const QConvRows& w, const ConvGeom& g, const int64_t*, const float* bias, const float* x,
-                      const float*, float* y, uint32_t oc0, uint32_t oc1) {
+                      const float*, float* y, uint32_t oc0, uint32_t oc1, uint32_t oy0, uint32_t oy1) {
   const uint32_t mask = (1u << w.code_bits) - 1;
   const uint32_t icg = g.in_c / g.groups, ocg = g.out_c / g.groups, taps = g.kh * g.kw;
   for (uint32_t oc = oc0; oc < oc1; ++oc)
-    for (uint32_t oy = 0; oy < g.out_h; ++oy)
+    for (uint32_t oy = oy0; oy < oy1; ++oy)
       for (uint32_t ox = 0; ox < g.out_w; ++ox) {
         float s = bias[oc];
         for (uint32_t e = w.rowptr[oc]; e < w.rowptr[oc + 1]; ++e) {
@@ -172,8 +172,9 @@ void conv_tap_offsets(const ConvGeom& g, uint32_t cols, int64_t* tapoff) {
 }
 
 void conv_q_rows__generic(const QConvRows& w, const ConvGeom& g, const int64_t* tapoff, const float* bias,
-                          const float*, const float* xpad, float* y, uint32_t oc0, uint32_t oc1) {
-  generic::conv_rows(w, g, tapoff, bias, xpad, y, oc0, oc1);
+                          const float*, const float* xpad, float* y, uint32_t oc0, uint32_t oc1, uint32_t oy0,
+                          uint32_t oy1) {
+  generic::conv_rows(w, g, tapoff, bias, xpad, y, oc0, oc1, oy0, oy1);
 }
 
 }  // namespace dcrt

@@ -32,6 +32,7 @@ struct QConvRows {
   const float* codebook;    // [1 << code_bits]
 };
 constexpr uint32_t kConvSlack = 64;
+constexpr uint32_t kConvRowBlock = 4;  // output rows the fast conv kernels block in registers
 
 // Batched product on the rows layout (gather form, the batch counterpart of the conv rows):
 // yt[r*ldy + i] += sum_e codebook[code_e] * xt[col_e*ldx + i] for r in [r0, r1), i < n.
@@ -54,12 +55,14 @@ inline PadGeom pad_geom(const ConvGeom& g) {
 }
 inline size_t padded_size(const ConvGeom& g) { return size_t(g.in_c) * pad_geom(g).plane; }
 
-// Output channels [oc0, oc1) of one sample: y[oc, :, :] = bias[oc] + conv(x).
+// Output channels [oc0, oc1) x output rows [oy0, oy1) of one sample:
+// y[oc, oy, :] = bias[oc] + conv(x). Rectangles write disjoint outputs: split them over threads.
 // x: [in_c, in_h, in_w]; xpad: pad_input(g, x), padded_size(g) floats, followed by kConvSlack
 // readable floats (any contents: they only feed discarded lanes); tapoff:
 // conv_tap_offsets(g, cols). Fast kernels read xpad and tapoff, references read x.
 using ConvFn = void (*)(const QConvRows& w, const ConvGeom& g, const int64_t* tapoff, const float* bias,
-                        const float* x, const float* xpad, float* y, uint32_t oc0, uint32_t oc1);
+                        const float* x, const float* xpad, float* y, uint32_t oc0, uint32_t oc1, uint32_t oy0,
+                        uint32_t oy1);
 
 // Offset of column c's tap (channel-in-group, ky, kx) in the padded input of its group
 // (PadGeom layout); output pixel (oy, ox) adds oy * sh * wq + ox.
@@ -84,11 +87,12 @@ void spmm_rows_q_c24__generic(const QConvRows& w, const float* xt, size_t ldx, f
 void spmm_rows_q_c24__avx2(const QConvRows& w, const float* xt, size_t ldx, float* yt, size_t ldy, size_t n,
                            uint32_t r0, uint32_t r1);
 void conv_q_rows__ref(const QConvRows& w, const ConvGeom& g, const int64_t* tapoff, const float* bias,
-                      const float* x, const float* xpad, float* y, uint32_t oc0, uint32_t oc1);
+                      const float* x, const float* xpad, float* y, uint32_t oc0, uint32_t oc1, uint32_t oy0, uint32_t oy1);
 void conv_q_rows__generic(const QConvRows& w, const ConvGeom& g, const int64_t* tapoff, const float* bias,
-                          const float* x, const float* xpad, float* y, uint32_t oc0, uint32_t oc1);
+                          const float* x, const float* xpad, float* y, uint32_t oc0, uint32_t oc1, uint32_t oy0,
+                        uint32_t oy1);
 void conv_q_rows__avx2(const QConvRows& w, const ConvGeom& g, const int64_t* tapoff, const float* bias,
-                       const float* x, const float* xpad, float* y, uint32_t oc0, uint32_t oc1);
+                       const float* x, const float* xpad, float* y, uint32_t oc0, uint32_t oc1, uint32_t oy0, uint32_t oy1);
 bool cpu_has_avx2_fma();  // the __avx2 kernels need both
 
 }  // namespace dcrt

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <vector>
 
 #include "kernels/qsparse.hpp"
 
@@ -13,8 +14,9 @@ namespace avx2 {
 }  // namespace avx2
 
 void conv_q_rows__avx2(const QConvRows& w, const ConvGeom& g, const int64_t* tapoff, const float* bias,
-                       const float*, const float* xpad, float* y, uint32_t oc0, uint32_t oc1) {
-  avx2::conv_rows(w, g, tapoff, bias, xpad, y, oc0, oc1);
+                       const float*, const float* xpad, float* y, uint32_t oc0, uint32_t oc1, uint32_t oy0,
+                       uint32_t oy1) {
+  avx2::conv_rows(w, g, tapoff, bias, xpad, y, oc0, oc1, oy0, oy1);
 }
 
 namespace {
