@@ -12,6 +12,11 @@
 
 namespace dcrt {
 
+// Batch lanes of the transposed [cols, lanes] blocks: a multiple of 8, so the AVX2 batched
+// kernels run whole 8-lane blocks (zero pad lanes) instead of a scalar tail: at batch 2-7 the
+// tail ran 8x slower than one 8-lane block (measured on a 4096 x 9216 layer at 9%).
+inline size_t batch_lanes(size_t n) { return (n + 7) / 8 * 8; }
+
 struct Workspace {
   size_t cap_n = 0;
   std::vector<float> a, b, xt, yt, xpad;
@@ -20,8 +25,8 @@ struct Workspace {
     if (n <= cap_n) return;
     a.resize(n * max_act);
     b.resize(n * max_act);
-    xt.resize(n > 1 ? n * lin_cols : 0);
-    yt.resize(n > 1 ? n * lin_rows : 0);
+    xt.resize(n > 1 ? batch_lanes(n) * lin_cols : 0);
+    yt.resize(n > 1 ? batch_lanes(n) * lin_rows : 0);
     live.resize(lin_cols);
     xpad.resize(n * max_pad + kConvSlack);
     cap_n = n;
@@ -305,11 +310,15 @@ void Model::run_op(const OpDesc& op, Workspace& ws, size_t n, float*& cur, float
             });
         }
       } else {
-        // Batch: transpose to [cols, n] so the inner loop runs over contiguous samples.
+        // Batch: transpose to [cols, np] so the inner loop runs over contiguous samples; lanes
+        // n..np-1 are zero and their outputs dropped.
+        const size_t np = batch_lanes(n);
         float* xt = ws.xt.data();
         float* yt = ws.yt.data();
-        transpose(cur, in_sz, xt, n, n, L.cols);
-        for (uint32_t r = 0; r < L.rows; ++r) std::fill(yt + size_t(r) * n, yt + size_t(r + 1) * n, L.bias[r]);
+        transpose(cur, in_sz, xt, np, n, L.cols);
+        if (np != n)
+          for (uint32_t c = 0; c < L.cols; ++c) std::fill(xt + size_t(c) * np + n, xt + size_t(c + 1) * np, 0.f);
+        for (uint32_t r = 0; r < L.rows; ++r) std::fill(yt + size_t(r) * np, yt + size_t(r + 1) * np, L.bias[r]);
         const QSparseMatrix w = L.view();
         if (L.cols < (1u << 24)) {
           // Gather form on the rows layout (built once, on the first batched call): each task owns
@@ -326,7 +335,7 @@ void Model::run_op(const OpDesc& op, Workspace& ws, size_t n, float*& cur, float
             for (uint32_t k = 0; k < L.row_tiles; ++k) {
               const QConvRows wr{L.rows, L.cols, L.code_bits, L.conv_rowptr.data() + size_t(k) * (L.rows + 1),
                                  L.conv_entries.data(), L.codebook.data()};
-              spmm_rows_->spmm_rows(wr, xt, n, yt, n, n, r0, r1);
+              spmm_rows_->spmm_rows(wr, xt, np, yt, np, np, r0, r1);
             }
           });
         } else {
@@ -336,10 +345,10 @@ void Model::run_op(const OpDesc& op, Workspace& ws, size_t n, float*& cur, float
           const size_t nt = (n + slice - 1) / slice;
           pool_->parallel_for(nt, [&](size_t t, unsigned) {
             const size_t a = t * slice, b = std::min(n, a + slice);
-            spmm_->spmm(w, xt + a, n, yt + a, n, b - a);
+            spmm_->spmm(w, xt + a, np, yt + a, np, b - a);
           });
         }
-        transpose(yt, n, nxt, out_sz, L.rows, n);
+        transpose(yt, np, nxt, out_sz, L.rows, n);
       }
       std::swap(cur, nxt);
       break;
