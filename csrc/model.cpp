@@ -386,8 +386,9 @@ void Model::run_op(const OpDesc& op, Workspace& ws, size_t n, float*& cur, float
         if (L.storage == kStorageSparse)
           conv_->conv(w, g, tapoff, L.bias.data(), cur + s * in_sz, xpad + s * pad_sz, nxt + s * out_sz, oc0, oc1,
                       oy0, oy1);
-        else if (oy0 == 0)  // the dense fallback splits by channels only
-          conv_f32(L.weight.data(), L.cols, g, tapoff, L.bias.data(), xpad + s * pad_sz, nxt + s * out_sz, oc0, oc1);
+        else
+          conv_f32(L.weight.data(), L.cols, g, tapoff, L.bias.data(), xpad + s * pad_sz, nxt + s * out_sz, oc0, oc1,
+                   oy0, oy1);
       });
       std::swap(cur, nxt);
       break;

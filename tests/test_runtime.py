@@ -48,6 +48,8 @@ def single_op_models():
     yield "conv_stride_pad", seq([Conv2d(3, 5, 3, stride=2, padding=1, name="c")], (3, 11, 8))
     yield "conv_groups", seq([Conv2d(6, 4, (3, 2), stride=(1, 2), padding=(0, 1), groups=2, name="c")], (6, 7, 9))
     yield "conv_1x1", seq([Conv2d(4, 8, 1, name="c")], (4, 5, 5))
+    # Enough work that the runtime splits it into (channel chunk x 4-row band) tasks.
+    yield "conv_bands", seq([Conv2d(8, 16, 3, padding=1, name="c")], (8, 22, 19))
     for ceil in (True, False):
         yield f"maxpool_ceil{int(ceil)}", seq([MaxPool2d(3, 2, padding=1, ceil_mode=ceil, name="p")], (3, 8, 7))
         yield f"avgpool_ceil{int(ceil)}", seq([AvgPool2d(3, 2, padding=1, ceil_mode=ceil, name="p")], (3, 8, 7))

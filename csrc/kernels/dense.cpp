@@ -98,7 +98,7 @@ void linear_f32(const float* w, const float* b, const float* __restrict x, float
 }
 
 void conv_f32(const float* w, uint32_t cols, const ConvGeom& g, const int64_t* tapoff, const float* bias,
-              const float* xpad, float* y, uint32_t oc0, uint32_t oc1) {
+              const float* xpad, float* y, uint32_t oc0, uint32_t oc1, uint32_t oy0, uint32_t oy1) {
   constexpr uint32_t kTile = 16;
   const uint32_t icg = g.in_c / g.groups, ocg = g.out_c / g.groups;
   const PadGeom pg = pad_geom(g);
@@ -106,7 +106,7 @@ void conv_f32(const float* w, uint32_t cols, const ConvGeom& g, const int64_t* t
     const float* xg = xpad + size_t(oc / ocg) * icg * pg.plane;
     const float* wr = w + size_t(oc) * cols;
     float* yo = y + size_t(oc) * g.out_h * g.out_w;
-    for (uint32_t oy = 0; oy < g.out_h; ++oy)
+    for (uint32_t oy = oy0; oy < oy1; ++oy)
       for (uint32_t ox0 = 0; ox0 < g.out_w; ox0 += kTile) {
         const uint32_t n = std::min(kTile, g.out_w - ox0);
         float acc[kTile];

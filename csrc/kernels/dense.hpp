@@ -22,9 +22,10 @@ void lrn_f32(const float* x, float* y, uint32_t c, size_t hw, uint32_t size, flo
 void softmax_f32(const float* x, float* y, uint32_t c, size_t hw);
 // Plain fp32 layers. y[r] = b[r] + W[r, :] . x for rows [r0, r1).
 void linear_f32(const float* w, const float* b, const float* x, float* y, uint32_t cols, uint32_t r0, uint32_t r1);
-// Dense conv of one sample, output channels [oc0, oc1); w is [out_c, cols] row-major.
+// Dense conv of one sample, output channels [oc0, oc1) x output rows [oy0, oy1); w is
+// [out_c, cols] row-major.
 // Same input contract as ConvFn: padded input xpad (+ kConvSlack) and conv_tap_offsets.
 void conv_f32(const float* w, uint32_t cols, const ConvGeom& g, const int64_t* tapoff, const float* bias,
-              const float* xpad, float* y, uint32_t oc0, uint32_t oc1);
+              const float* xpad, float* y, uint32_t oc0, uint32_t oc1, uint32_t oy0, uint32_t oy1);
 
 }  // namespace dcrt
