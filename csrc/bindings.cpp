@@ -172,7 +172,9 @@ PYBIND11_MODULE(_core, m) {
                                                "% of inputs are non-zero, else " + m.spmv_cols().name +
                                                " (column form, zero inputs skipped, " + std::to_string(L.cols16.tiles) +
                                                " row tiles of " + std::to_string(L.cols16.tile) + "); batch > 1: " +
-                                               m.spmm_rows().name;
+                                               m.spmm_rows().name + " (rows form, column tiles of " +
+                                               std::to_string(row_tile_cols(L.rows, L.cols, L.nnz)) +
+                                               ", 64 batch lanes per pass)";
                                    d["layout_bytes"] = L.rows16.bytes() + L.cols16.bytes();
                                  }
                                  out.append(d);
@@ -276,6 +278,24 @@ PYBIND11_MODULE(_core, m) {
     }
     return yt;
   });
+  m.def("transpose", [](const std::string& name, py::array_t<float, py::array::c_style> src, size_t nc,
+                        size_t ld_dst) {
+    // src [nr, ld_src]: its first nc columns land in dst [nc, ld_dst]; the rest of each dst row
+    // keeps the fill value 7 so tests see a kernel that writes outside its block.
+    const KernelInfo& k = kernel(name, "transpose");
+    if (src.ndim() != 2) throw py::value_error("src must be 2-D");
+    const size_t nr = size_t(src.shape(0)), ld_src = size_t(src.shape(1));
+    if (nc > ld_src || ld_dst < nr) throw py::value_error("need nc <= src.shape[1] and ld_dst >= src.shape[0]");
+    py::array_t<float> dst({py::ssize_t(nc), py::ssize_t(ld_dst)});
+    std::fill(dst.mutable_data(), dst.mutable_data() + nc * ld_dst, 7.f);
+    float* dp = dst.mutable_data();
+    const float* sp = src.data();
+    {
+      py::gil_scoped_release nogil;
+      k.transpose(sp, ld_src, dp, ld_dst, nr, nc);
+    }
+    return dst;
+  }, py::arg("name"), py::arg("src"), py::arg("nc"), py::arg("ld_dst"));
   m.def("spmm_rows", [](const std::string& name, uint32_t rows, py::array_t<uint32_t, py::array::c_style> colptr,
                         py::array_t<uint16_t, py::array::c_style> entries, uint32_t code_bits,
                         py::array_t<float, py::array::c_style> codebook, py::array_t<float, py::array::c_style> xt,

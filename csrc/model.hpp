@@ -16,6 +16,9 @@
 
 namespace dcrt {
 
+// Column-tile width of a sparse linear layer's batched rows layout (model.cpp).
+uint32_t row_tile_cols(uint32_t rows, uint32_t cols, uint64_t nnz);
+
 struct ExecLayer {
   std::string name;
   uint32_t storage, kind, rows, cols, kh, kw;
@@ -31,11 +34,11 @@ struct ExecLayer {
   Tiles16 rows16, cols16;
   float cols16_density = 0.f;
   // Rows layout (QConvRows): conv layers build it at load (one tile); sparse linear layers on
-  // their first batched infer (rows_once), in column tiles of kRowTileCols so that a tile's
+  // their first batched infer (rows_once), in column tiles of row_tile_cols() so that a tile's
   // input block stays in L2: conv_rowptr holds `row_tiles` row-pointer arrays of rows + 1
   // (absolute into conv_entries), row_work the non-zeros per row summed over tiles.
   mutable std::vector<uint32_t> conv_rowptr, conv_entries, row_work;
-  mutable uint32_t row_tiles = 1;
+  mutable uint32_t row_tiles = 1, row_tile_cols = 0;
   std::unique_ptr<std::once_flag> rows_once = std::make_unique<std::once_flag>();
   QSparseMatrix view() const {
     return QSparseMatrix{rows, cols, code_bits, colptr.data(), entries.data(), codebook.data()};
@@ -93,7 +96,7 @@ class Model {
   // Per-sample buffer plan (elements).
   size_t max_act_ = 0, max_lin_cols_ = 0, max_lin_rows_ = 0, max_pad_ = 0;
   std::unique_ptr<ThreadPool> pool_;
-  const KernelInfo *spmv_rows_, *spmv_cols_, *spmm_, *spmm_rows_, *conv_, *huff_;
+  const KernelInfo *spmv_rows_, *spmv_cols_, *spmm_, *spmm_rows_, *conv_, *huff_, *transpose_;
   mutable std::mutex ws_mutex_;
   mutable std::vector<std::unique_ptr<Workspace>> ws_free_;
 };

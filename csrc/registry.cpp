@@ -46,6 +46,13 @@ const std::vector<KernelInfo>& kernel_registry() {
     k = KernelInfo{"huffman_decode_multi__bmi2", "huffman", "bmi2", false};
     k.huff = huffman_decode_multi__bmi2; k.supported = cpu_has_bmi2_fma; add(k);
 #endif
+    k = KernelInfo{"transpose_f32__ref", "transpose", "ref", true}; k.transpose = transpose_f32__ref; add(k);
+    k = KernelInfo{"transpose_f32__generic", "transpose", "generic", false};
+    k.transpose = transpose_f32__generic; add(k);
+#if DCRT_HAVE_AVX2
+    k = KernelInfo{"transpose_f32__avx2", "transpose", "avx2", false}; k.transpose = transpose_f32__avx2;
+    k.supported = cpu_has_avx2_fma; add(k);
+#endif
     return r;
   }();
   return reg;

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "huffman.hpp"
+#include "kernels/dense.hpp"
 #include "kernels/qsparse.hpp"
 #include "kernels/spmv16.hpp"
 
@@ -11,7 +12,7 @@ namespace dcrt {
 
 struct KernelInfo {
   const char* name;       // spmv_rows_q_t16__generic: <op>_<weights>_<layout>__<arch>
-  const char* op;         // "spmv_rows" | "spmv_cols" | "spmm" | "spmm_rows" | "conv" | "huffman"
+  const char* op;         // "spmv_rows" | "spmv_cols" | "spmm" | "spmm_rows" | "conv" | "huffman" | "transpose"
   const char* isa;        // "ref" | "generic" | ...
   bool reference;         // the plain twin every other kernel of this op is tested against
   SpmvRowsFn spmv_rows = nullptr;
@@ -20,6 +21,7 @@ struct KernelInfo {
   SpmmRowsFn spmm_rows = nullptr;
   ConvFn conv = nullptr;
   HuffDecodeFn huff = nullptr;
+  TransposeFn transpose = nullptr;
   bool (*supported)() = nullptr;  // CPU feature check; null = always
 };
 

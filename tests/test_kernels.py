@@ -26,7 +26,7 @@ def test_registry_names_say_what_the_kernel_is():
     for k in KERNELS:
         assert k["name"].startswith(k["op"] if k["op"] != "huffman" else "huffman_decode")
         assert k["name"].endswith("__" + k["isa"]), k["name"]
-    for op in ("spmv_rows", "spmv_cols", "spmm", "spmm_rows", "conv", "huffman"):
+    for op in ("spmv_rows", "spmv_cols", "spmm", "spmm_rows", "conv", "huffman", "transpose"):
         ref, fast = by_op(op)
         assert fast, f"{op}: no optimised kernel registered"
 
@@ -104,7 +104,7 @@ def test_spmm_matches_reference(rng, shape, n):
 
 
 @pytest.mark.parametrize("shape", MATRICES, ids=str)
-@pytest.mark.parametrize("n", [1, 3, 8, 9, 16, 24, 31, 32, 40, 64, 71])
+@pytest.mark.parametrize("n", [1, 3, 8, 9, 16, 24, 31, 32, 40, 64, 71, 127])
 def test_spmm_rows_matches_reference(rng, shape, n):
     """The gather (rows) form of the batched product, every lane-block width and tail, with the
     rows split into chunks as the executor's threads split them."""
@@ -161,6 +161,21 @@ def test_conv_matches_reference_and_numpy(rng, geom):
                                            err_msg=f"{name} oc_chunk={c} row_chunk={rc}")
 
 
+@pytest.mark.parametrize("nr,ld_src,nc,ld_dst", [(1, 1, 1, 1), (7, 9, 5, 8), (8, 8, 8, 8), (64, 25088, 25088, 64),
+                                                  (64, 200, 131, 72), (130, 70, 70, 130), (3, 2000, 1999, 8),
+                                                  (4096, 64, 64, 4096), (9, 16, 0, 16), (0, 16, 16, 8)])
+def test_transpose_matches_reference(rng, nr, ld_src, nc, ld_dst):
+    """The batched layers' [n, cols] <-> [cols, lanes] reshuffle: 8 x 8 blocks, 64 x 64 tiles,
+    ragged edges on both sides, and nothing written outside the [nc, nr] block."""
+    src = rng.standard_normal((nr, ld_src)).astype(np.float32)
+    want = np.full((nc, ld_dst), 7, np.float32)
+    want[:, :nr] = src[:, :nc].T
+    ref_name, fast = by_op("transpose")
+    np.testing.assert_array_equal(_core.transpose(ref_name, src, nc, ld_dst), want)
+    for name in fast:
+        np.testing.assert_array_equal(_core.transpose(name, src, nc, ld_dst), want, err_msg=name)
+
+
 def test_kernel_entry_points_reject_bad_inputs(rng):
     codes = random_codes(rng, 10, 4, 0.5, 3)
     colptr, entries = rel16(codes, 2, 3)
@@ -181,3 +196,7 @@ def test_kernel_entry_points_reject_bad_inputs(rng):
             _core.spmv_cols("spmv_cols_q_t16__generic", 10, colptr, entries, 3, cb, x, tile=bad_tile)
     with pytest.raises(ValueError, match="shares"):
         _core.spmv_rows("spmv_rows_q_t16__generic", 10, colptr, entries, 3, cb, x, shares=0)
+    with pytest.raises(ValueError, match="nc <= src.shape"):
+        _core.transpose("transpose_f32__ref", np.ones((4, 5), np.float32), 6, 4)
+    with pytest.raises(ValueError, match="ld_dst >= src.shape"):
+        _core.transpose("transpose_f32__ref", np.ones((4, 5), np.float32), 5, 3)

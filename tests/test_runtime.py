@@ -151,6 +151,18 @@ def test_non_finite_input_is_a_value_error(lenet, bad):
     assert lenet.infer(np.zeros((1, 1, 28, 28), np.float32)).shape == (1, 10)  # still usable
 
 
+def test_non_finite_input_in_a_big_batch_names_the_first_bad_sample(lenet):
+    # Batches of >= 2^16 floats are checked on all threads; the error still names the first.
+    x = np.zeros((100, 1, 28, 28), np.float32)
+    x[83, 0, 27, 27] = np.inf
+    x[41, 0, 0, 5] = np.nan
+    with pytest.raises(ValueError, match=r"NaN or Inf \(sample 41, flat index 5\)"):
+        lenet.infer(x)
+    x[41, 0, 0, 5] = 0
+    with pytest.raises(ValueError, match=r"NaN or Inf \(sample 83, flat index 783\)"):
+        lenet.infer(x)
+
+
 def test_concurrent_infer_on_one_model(lenet):
     rng = np.random.default_rng(7)
     xs = [rng.random((int(rng.integers(1, 6)), 1, 28, 28), dtype=np.float32) for _ in range(16)]

@@ -8,6 +8,23 @@
 
 namespace dcrt {
 
+void transpose_f32__ref(const float* src, size_t ld_src, float* dst, size_t ld_dst, size_t nr, size_t nc) {
+  for (size_t r = 0; r < nr; ++r)
+    for (size_t c = 0; c < nc; ++c) dst[c * ld_dst + r] = src[r * ld_src + c];
+}
+
+// 16 x 16 tiles: a plain double loop writes one float per cache line on the strided side.
+void transpose_f32__generic(const float* __restrict src, size_t ld_src, float* __restrict dst, size_t ld_dst,
+                            size_t nr, size_t nc) {
+  constexpr size_t B = 16;
+  for (size_t r0 = 0; r0 < nr; r0 += B)
+    for (size_t c0 = 0; c0 < nc; c0 += B) {
+      const size_t r1 = std::min(nr, r0 + B), c1 = std::min(nc, c0 + B);
+      for (size_t c = c0; c < c1; ++c)
+        for (size_t r = r0; r < r1; ++r) dst[c * ld_dst + r] = src[r * ld_src + c];
+    }
+}
+
 void relu_f32(const float* x, float* y, size_t n) {
   for (size_t i = 0; i < n; ++i) y[i] = x[i] > 0.f ? x[i] : 0.f;
 }

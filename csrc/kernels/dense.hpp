@@ -12,6 +12,13 @@ struct PoolGeom {
   uint32_t c, h, w, oh, ow, kh, kw, sh, sw, ph, pw;
 };
 
+// dst[c * ld_dst + r] = src[r * ld_src + c] for r < nr, c < nc: the batched linear layers
+// [n, cols] <-> [cols, lanes] reshuffles. Callers split nc (or nr) over threads.
+using TransposeFn = void (*)(const float* src, size_t ld_src, float* dst, size_t ld_dst, size_t nr, size_t nc);
+void transpose_f32__ref(const float* src, size_t ld_src, float* dst, size_t ld_dst, size_t nr, size_t nc);
+void transpose_f32__generic(const float* src, size_t ld_src, float* dst, size_t ld_dst, size_t nr, size_t nc);
+void transpose_f32__avx2(const float* src, size_t ld_src, float* dst, size_t ld_dst, size_t nr, size_t nc);
+
 void relu_f32(const float* x, float* y, size_t n);
 // Channels [c0, c1) of one sample.
 void maxpool_f32(const PoolGeom& g, const float* x, float* y, uint32_t c0, uint32_t c1);

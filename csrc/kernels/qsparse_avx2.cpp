@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "kernels/dense.hpp"
 #include "kernels/qsparse.hpp"
 
 namespace dcrt {
@@ -49,37 +50,50 @@ void spmm_block(const QSparseMatrix& w, const float* __restrict xt, size_t ldx, 
   }
 }
 
-// Rows form: V vectors of 8 lanes per output row, two accumulator sets (even and odd
-// entries) so consecutive FMAs do not wait on each other.
+// Rows form: V vectors of 8 lanes per output row. Below 8 vectors, two accumulator sets (even
+// and odd entries) so consecutive FMAs do not wait on each other; at 8 vectors one set already
+// gives 8 independent chains and a second would not fit the 16 registers. The k loops must be
+// unrolled: GCC otherwise keeps a[] / b[] on the stack and stores them at every entry
+// (64 lanes: 20 -> 8 cycles per entry).
 template <int V>
 void rows_block(const QConvRows& w, const float* __restrict xt, size_t ldx, float* __restrict yt, size_t ldy,
                 uint32_t r0, uint32_t r1) {
+  static_assert(V == 1 || V == 2 || V == 4 || V == 8, "block width");
+  constexpr bool kTwoSets = V < 8;
   const uint32_t mask = (1u << w.code_bits) - 1;
   for (uint32_t r = r0; r < r1; ++r) {
     __m256 a[V], b[V];
+#pragma GCC unroll 8
     for (int k = 0; k < V; ++k) a[k] = b[k] = _mm256_setzero_ps();
     uint32_t e = w.rowptr[r];
     const uint32_t end = w.rowptr[r + 1];
-    for (; e + 2 <= end; e += 2) {
-      const uint32_t e0 = w.entries[e], e1 = w.entries[e + 1];
-      const __m256 v0 = _mm256_broadcast_ss(w.codebook + (e0 & mask));
-      const __m256 v1 = _mm256_broadcast_ss(w.codebook + (e1 & mask));
-      const float* x0 = xt + size_t(e0 >> 8) * ldx;
-      const float* x1 = xt + size_t(e1 >> 8) * ldx;
-      for (int k = 0; k < V; ++k) {
-        a[k] = _mm256_fmadd_ps(v0, _mm256_loadu_ps(x0 + 8 * k), a[k]);
-        b[k] = _mm256_fmadd_ps(v1, _mm256_loadu_ps(x1 + 8 * k), b[k]);
+    if (kTwoSets) {
+      for (; e + 2 <= end; e += 2) {
+        const uint32_t e0 = w.entries[e], e1 = w.entries[e + 1];
+        const __m256 v0 = _mm256_broadcast_ss(w.codebook + (e0 & mask));
+        const __m256 v1 = _mm256_broadcast_ss(w.codebook + (e1 & mask));
+        const float* x0 = xt + size_t(e0 >> 8) * ldx;
+        const float* x1 = xt + size_t(e1 >> 8) * ldx;
+#pragma GCC unroll 8
+        for (int k = 0; k < V; ++k) {
+          a[k] = _mm256_fmadd_ps(v0, _mm256_loadu_ps(x0 + 8 * k), a[k]);
+          b[k] = _mm256_fmadd_ps(v1, _mm256_loadu_ps(x1 + 8 * k), b[k]);
+        }
       }
     }
-    if (e < end) {
+    for (; e < end; ++e) {
       const uint32_t e0 = w.entries[e];
       const __m256 v0 = _mm256_broadcast_ss(w.codebook + (e0 & mask));
       const float* x0 = xt + size_t(e0 >> 8) * ldx;
+#pragma GCC unroll 8
       for (int k = 0; k < V; ++k) a[k] = _mm256_fmadd_ps(v0, _mm256_loadu_ps(x0 + 8 * k), a[k]);
     }
     float* yr = yt + size_t(r) * ldy;
-    for (int k = 0; k < V; ++k)
-      _mm256_storeu_ps(yr + 8 * k, _mm256_add_ps(_mm256_loadu_ps(yr + 8 * k), _mm256_add_ps(a[k], b[k])));
+#pragma GCC unroll 8
+    for (int k = 0; k < V; ++k) {
+      const __m256 s = kTwoSets ? _mm256_add_ps(a[k], b[k]) : a[k];
+      _mm256_storeu_ps(yr + 8 * k, _mm256_add_ps(_mm256_loadu_ps(yr + 8 * k), s));
+    }
   }
 }
 
@@ -98,7 +112,11 @@ void spmm_q_rel16__avx2(const QSparseMatrix& w, const float* xt, size_t ldx, flo
 void spmm_rows_q_c24__avx2(const QConvRows& w, const float* xt, size_t ldx, float* yt, size_t ldy, size_t n,
                            uint32_t r0, uint32_t r1) {
   size_t i = 0;
-  for (; i + 32 <= n; i += 32) rows_block<4>(w, xt + i, ldx, yt + i, ldy, r0, r1);
+  for (; i + 64 <= n; i += 64) rows_block<8>(w, xt + i, ldx, yt + i, ldy, r0, r1);
+  if (i + 32 <= n) {
+    rows_block<4>(w, xt + i, ldx, yt + i, ldy, r0, r1);
+    i += 32;
+  }
   if (i + 16 <= n) {
     rows_block<2>(w, xt + i, ldx, yt + i, ldy, r0, r1);
     i += 16;
@@ -108,6 +126,49 @@ void spmm_rows_q_c24__avx2(const QConvRows& w, const float* xt, size_t ldx, floa
     i += 8;
   }
   if (i < n) spmm_rows_q_c24__generic(w, xt + i, ldx, yt + i, ldy, n - i, r0, r1);  // < 8 lanes left
+}
+
+// 8 x 8 blocks in registers (unpack / shuffle / permute2f128), in 64 x 64 tiles so that both
+// sides' cache lines are filled completely while they are hot; edges fall back to scalar.
+void transpose_f32__avx2(const float* __restrict src, size_t ld_src, float* __restrict dst, size_t ld_dst, size_t nr,
+                         size_t nc) {
+  constexpr size_t T = 64;
+  for (size_t c0 = 0; c0 < nc; c0 += T)
+    for (size_t r0 = 0; r0 < nr; r0 += T) {
+      const size_t c1 = std::min(nc, c0 + T), r1 = std::min(nr, r0 + T);
+      size_t r = r0;
+      for (; r + 8 <= r1; r += 8) {
+        size_t c = c0;
+        for (; c + 8 <= c1; c += 8) {
+          const float* s = src + r * ld_src + c;
+          const __m256 a0 = _mm256_loadu_ps(s), a1 = _mm256_loadu_ps(s + ld_src);
+          const __m256 a2 = _mm256_loadu_ps(s + 2 * ld_src), a3 = _mm256_loadu_ps(s + 3 * ld_src);
+          const __m256 a4 = _mm256_loadu_ps(s + 4 * ld_src), a5 = _mm256_loadu_ps(s + 5 * ld_src);
+          const __m256 a6 = _mm256_loadu_ps(s + 6 * ld_src), a7 = _mm256_loadu_ps(s + 7 * ld_src);
+          const __m256 b0 = _mm256_unpacklo_ps(a0, a1), b1 = _mm256_unpackhi_ps(a0, a1);
+          const __m256 b2 = _mm256_unpacklo_ps(a2, a3), b3 = _mm256_unpackhi_ps(a2, a3);
+          const __m256 b4 = _mm256_unpacklo_ps(a4, a5), b5 = _mm256_unpackhi_ps(a4, a5);
+          const __m256 b6 = _mm256_unpacklo_ps(a6, a7), b7 = _mm256_unpackhi_ps(a6, a7);
+          const __m256 d0 = _mm256_shuffle_ps(b0, b2, 0x44), d1 = _mm256_shuffle_ps(b0, b2, 0xEE);
+          const __m256 d2 = _mm256_shuffle_ps(b1, b3, 0x44), d3 = _mm256_shuffle_ps(b1, b3, 0xEE);
+          const __m256 d4 = _mm256_shuffle_ps(b4, b6, 0x44), d5 = _mm256_shuffle_ps(b4, b6, 0xEE);
+          const __m256 d6 = _mm256_shuffle_ps(b5, b7, 0x44), d7 = _mm256_shuffle_ps(b5, b7, 0xEE);
+          float* d = dst + c * ld_dst + r;
+          _mm256_storeu_ps(d, _mm256_permute2f128_ps(d0, d4, 0x20));
+          _mm256_storeu_ps(d + ld_dst, _mm256_permute2f128_ps(d1, d5, 0x20));
+          _mm256_storeu_ps(d + 2 * ld_dst, _mm256_permute2f128_ps(d2, d6, 0x20));
+          _mm256_storeu_ps(d + 3 * ld_dst, _mm256_permute2f128_ps(d3, d7, 0x20));
+          _mm256_storeu_ps(d + 4 * ld_dst, _mm256_permute2f128_ps(d0, d4, 0x31));
+          _mm256_storeu_ps(d + 5 * ld_dst, _mm256_permute2f128_ps(d1, d5, 0x31));
+          _mm256_storeu_ps(d + 6 * ld_dst, _mm256_permute2f128_ps(d2, d6, 0x31));
+          _mm256_storeu_ps(d + 7 * ld_dst, _mm256_permute2f128_ps(d3, d7, 0x31));
+        }
+        for (; c < c1; ++c)
+          for (size_t i = r; i < r + 8; ++i) dst[c * ld_dst + i] = src[i * ld_src + c];
+      }
+      for (; r < r1; ++r)
+        for (size_t c = c0; c < c1; ++c) dst[c * ld_dst + r] = src[r * ld_src + c];
+    }
 }
 
 bool cpu_has_avx2_fma() {
