@@ -272,9 +272,9 @@ def test_summary_and_metadata(tmp_path):
     assert "tiny" in repr(m)
 
 
-def test_device_other_than_cpu_is_rejected(tmp_path):
-    with pytest.raises(ValueError, match="device 'cuda'"):
-        dcrt.loads(b"", device="cuda")
+def test_unknown_device_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="device must be 'cpu', 'cuda' or 'cuda:N', got 'gpu'"):
+        dcrt.loads(b"", device="gpu")
 
 
 def test_missing_file(tmp_path):

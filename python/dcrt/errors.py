@@ -11,3 +11,12 @@ class FormatError(ValueError):
 
 class NativeUnavailableError(ImportError):
     """The compiled runtime (dcrt._core) is not importable in this environment."""
+
+
+class CudaError(RuntimeError):
+    """A CUDA call failed; the message carries CUDA's error name and text and the call site."""
+
+
+class CudaUnavailableError(RuntimeError):
+    """``device="cuda"`` was asked for where it cannot run: dcrt was built without its CUDA
+    module (no nvcc at build time), or no CUDA device/driver is visible. The message says which."""

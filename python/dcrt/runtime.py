@@ -111,18 +111,24 @@ class Model:
         return f"<dcrt.Model {self.name!r} input={list(self.input_shape)} output={list(self.output_shape)}>"
 
 
-def loads(data, device: str = "cpu", threads: int | None = None) -> Model:
+def loads(data, device: str = "cpu", threads: int | None = None):
     """Load a model from the bytes of a .dcz file. Any malformed byte string raises
-    :class:`dcrt.FormatError` naming the section and field."""
-    if device != "cpu":
-        raise ValueError(f"device {device!r} is not available in this build (only 'cpu'; CUDA arrives with its issue)")
+    :class:`dcrt.FormatError` naming the section and field. ``device``: "cpu" (a :class:`Model`),
+    "cuda" or "cuda:N" (a :class:`dcrt.CudaModel`; :class:`dcrt.CudaUnavailableError` where
+    there is no CUDA module or device)."""
+    if not isinstance(device, str) or not (device == "cpu" or device.startswith("cuda")):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
     if not isinstance(data, bytes):
         data = bytes(data)
+    if device != "cpu":
+        from .cuda import load_cuda
+        return load_cuda(data, device)
     return Model(_core().Model(data, _threads(threads)))
 
 
-def load(path, device: str = "cpu", threads: int | None = None) -> Model:
-    """Load a .dcz file for inference. ``threads=None`` uses every core this process may run on."""
+def load(path, device: str = "cpu", threads: int | None = None):
+    """Load a .dcz file for inference. ``threads=None`` uses every core this process may run on
+    (CPU); ``device="cuda"`` keeps the model on the GPU (see :func:`loads`)."""
     with open(os.fspath(path), "rb") as f:
         data = f.read()
     m = loads(data, device, threads)
