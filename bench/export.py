@@ -85,7 +85,8 @@ def onnxruntime_net(model: nn.Sequential, x):
     return lambda: s.run(None, feed)[0]
 
 
-def torch_net(model: nn.Sequential, x):
+def torch_net(model: nn.Sequential, x, device: str = "cpu"):
+    """A closure running the dequantized network in PyTorch on `device` ("cpu" or "cuda")."""
     try:
         import torch
     except ImportError as e:
@@ -118,9 +119,10 @@ def torch_net(model: nn.Sequential, x):
         else:
             raise Unavailable(f"no torch export for {type(layer).__name__}")
         mods.append(m)
-    net = tn.Sequential(*mods).eval()
-    mean, inv_std = (torch.from_numpy(np.ascontiguousarray(a)) for a in _norm_consts(model, model.input_shape))
-    xt = torch.from_numpy(np.ascontiguousarray(x, np.float32))
+    net = tn.Sequential(*mods).eval().to(device)
+    mean, inv_std = (torch.from_numpy(np.ascontiguousarray(a)).to(device)
+                     for a in _norm_consts(model, model.input_shape))
+    xt = torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(device)
 
     def f():
         with torch.inference_mode():
