@@ -587,17 +587,14 @@ DeviceModel::DeviceModel(const uint8_t* data, size_t size, int device) : impl_(s
     DBuf<uint8_t> tmp;
     tmp.alloc(std::max<size_t>(tmp_bytes, 1));
     CK(cub::DeviceScan::ExclusiveSum(tmp.p, tmp_bytes, flags.p, pos.p, L.n_entries + 1));
-    uint32_t real = 0;
+    uint32_t real = 0;  // non-zero codes actually decoded; checked against the header after the columns
     CK(cudaMemcpy(&real, pos.p + L.n_entries, sizeof real, cudaMemcpyDeviceToHost));
-    if (real != L.nnz)
-      throw FormatError(d.where() + ": nnz says " + std::to_string(L.nnz) + " but the code stream has " +
-                        std::to_string(real) + " non-zero codes");
     L.ccolptr.alloc(size_t(L.cols) + 1);
-    L.crow.alloc(L.nnz);
-    L.ccode.alloc(L.nnz);
+    L.crow.alloc(real);
+    L.ccode.alloc(real);
     DBuf<unsigned long long> keys, keys_sorted;
-    keys.alloc(L.nnz);
-    keys_sorted.alloc(L.nnz);
+    keys.alloc(real);
+    keys_sorted.alloc(real);
     CK(cudaMemcpy(L.ccolptr.p + L.cols, pos.p + L.n_entries, sizeof(uint32_t), cudaMemcpyDeviceToDevice));
     CK(cudaMemset(bad.p, 0xff, sizeof(unsigned long long)));
     if (L.cols)
@@ -607,6 +604,9 @@ DeviceModel::DeviceModel(const uint8_t* data, size_t size, int device) : impl_(s
     CK(cudaMemcpy(&first_bad, bad.p, sizeof first_bad, cudaMemcpyDeviceToHost));
     if (first_bad != ~0ull)
       throw FormatError(d.where() + ": column " + std::to_string(first_bad) + " runs past rows=" + std::to_string(L.rows));
+    if (real != L.nnz)  // the CPU loader's order: columns first, then the count
+      throw FormatError(d.where() + ": nnz says " + std::to_string(L.nnz) + " but the code stream has " +
+                        std::to_string(real) + " non-zero codes");
     L.rcode.alloc(L.nnz);
     L.rcol.alloc(L.nnz);
     L.rowptr.alloc(size_t(L.rows) + 1);
