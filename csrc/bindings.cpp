@@ -8,6 +8,7 @@
 
 #include "huffman.hpp"
 #include "model.hpp"
+#include "py_common.hpp"
 #include "registry.hpp"
 #include "relidx.hpp"
 
@@ -16,11 +17,7 @@ using namespace dcrt;
 
 namespace {
 
-py::tuple shape_tuple(const Shape& s) {
-  py::tuple t(s.ndim);
-  for (uint32_t i = 0; i < s.ndim; ++i) t[i] = s.d[i];
-  return t;
-}
+using py_common::shape_tuple;
 
 const char* op_name(OpType t) {
   switch (t) {
@@ -111,16 +108,7 @@ const KernelInfo& kernel(const std::string& name, const char* op) {
 PYBIND11_MODULE(_core, m) {
   m.doc() = "dcrt native runtime (CPU): .dcz loader, quantized sparse kernels, graph executor";
 
-  py::register_exception_translator([](std::exception_ptr p) {
-    try {
-      if (p) std::rethrow_exception(p);
-    } catch (const FormatError& e) {
-      py::object cls = py::module_::import("dcrt.errors").attr("FormatError");
-      PyErr_SetString(cls.ptr(), e.what());
-    } catch (const InputError& e) {
-      PyErr_SetString(PyExc_ValueError, e.what());
-    }
-  });
+  py::register_exception_translator(py_common::translate_core_errors);
 
   py::class_<Model>(m, "Model")
       .def(py::init([](const py::bytes& data, unsigned threads) {

@@ -8,32 +8,22 @@
 #include <string>
 
 #include "device_model.hpp"
+#include "py_common.hpp"
 
 namespace py = pybind11;
 using namespace dcrt;
 using dcrt::cuda::DeviceModel;
 
-namespace {
-py::tuple shape_tuple(const Shape& s) {
-  py::tuple t(s.ndim);
-  for (uint32_t i = 0; i < s.ndim; ++i) t[i] = s.d[i];
-  return t;
-}
-}  // namespace
+using py_common::shape_tuple;
 
 PYBIND11_MODULE(_cuda, m) {
   m.doc() = "dcrt CUDA backend: device Huffman decoding, quantized sparse kernels, graph executor";
-  py::register_exception_translator([](std::exception_ptr p) {
+  py::register_exception_translator(py_common::translate_core_errors);
+  py::register_exception_translator([](std::exception_ptr p) {  // tried first
     try {
       if (p) std::rethrow_exception(p);
-    } catch (const FormatError& e) {
-      py::object cls = py::module_::import("dcrt.errors").attr("FormatError");
-      PyErr_SetString(cls.ptr(), e.what());
-    } catch (const InputError& e) {
-      PyErr_SetString(PyExc_ValueError, e.what());
     } catch (const cuda::CudaError& e) {
-      py::object cls = py::module_::import("dcrt.errors").attr("CudaError");
-      PyErr_SetString(cls.ptr(), e.what());
+      py_common::set_dcrt_error("CudaError", e.what());
     }
   });
   m.def("device_count", &cuda::device_count, "CUDA devices visible (0 without a driver or GPU; never raises)");
