@@ -96,6 +96,19 @@ void check_spmv_args(const QSparseMatrix& w, const py::array_t<float, py::array:
   if (shares < 1 || shares > 1024) throw py::value_error("shares must be in 1..1024");
 }
 
+// An int argument in [lo, hi] (bool refused): TypeError / ValueError naming it, never its value's
+// neighbours.
+uint64_t int_arg(const py::object& v, const char* name, int64_t lo, int64_t hi) {
+  if (!PyLong_Check(v.ptr()) || PyBool_Check(v.ptr()))
+    throw py::type_error(std::string(name) + " must be an int, got " + std::string(py::str(v.get_type().attr("__name__"))));
+  int overflow = 0;
+  const long long x = PyLong_AsLongLongAndOverflow(v.ptr(), &overflow);
+  if (overflow || x < lo || x > hi)
+    throw py::value_error(std::string(name) + " must be in " + std::to_string(lo) + ".." + std::to_string(hi) + ", got " +
+                          std::string(py::str(v)).substr(0, 40));
+  return uint64_t(x);
+}
+
 const KernelInfo& kernel(const std::string& name, const char* op) {
   const KernelInfo* k = find_kernel(name);
   if (!k || std::strcmp(k->op, op)) throw py::value_error("no " + std::string(op) + " kernel named '" + name + "'");
@@ -111,20 +124,39 @@ PYBIND11_MODULE(_core, m) {
   py::register_exception_translator(py_common::translate_core_errors);
 
   py::class_<Model>(m, "Model")
-      .def(py::init([](const py::bytes& data, unsigned threads) {
+      .def(py::init([](const py::object& data, const py::object& threads, const py::object& max_activation,
+                       const py::object& max_work) {
+             // Arguments are checked by hand: pybind11's own conversion error would quote every
+             // argument, the whole file included.
+             if (!PyBytes_Check(data.ptr()))
+               throw py::type_error("Model: data must be bytes, got " + std::string(py::str(data.get_type().attr("__name__"))));
+             LoadLimits lim;
+             const unsigned t = unsigned(int_arg(threads, "threads", 0, kMaxThreads));
+             lim.max_activation = int_arg(max_activation, "max_activation", 1, INT64_MAX);
+             lim.max_work = int_arg(max_work, "max_work", 1, INT64_MAX);
              // bytes are immutable: parse straight from the object's buffer, GIL released.
              char* buf = nullptr;
              py::ssize_t len = 0;
              if (PyBytes_AsStringAndSize(data.ptr(), &buf, &len) != 0) throw py::error_already_set();
              py::gil_scoped_release nogil;
-             return new Model(reinterpret_cast<const uint8_t*>(buf), size_t(len), threads);
+             return new Model(reinterpret_cast<const uint8_t*>(buf), size_t(len), t, lim);
            }),
-           py::arg("data"), py::arg("threads") = 0)
+           py::arg("data"), py::arg("threads") = 0, py::arg("max_activation") = py::int_(kMaxActivation),
+           py::arg("max_work") = py::int_(INT64_MAX))
       .def("infer", &infer, py::arg("x"), "Run the network; releases the GIL.")
       .def_property_readonly("input_shape", [](const Model& m) { return shape_tuple(m.input_shape()); })
       .def_property_readonly("output_shape", [](const Model& m) { return shape_tuple(m.output_shape()); })
       .def_property_readonly("meta_json", [](const Model& m) { return py::bytes(m.meta_json()); })
       .def_property_readonly("threads", &Model::threads)
+      .def_property_readonly("plan",
+                             [](const Model& m) {
+                               const BufferPlan& p = m.plan();
+                               py::dict d;
+                               d["activation"] = p.activation; d["padded"] = p.padded;
+                               d["lin_cols"] = p.lin_cols; d["lin_rows"] = p.lin_rows;
+                               d["work"] = p.work; d["bytes_per_sample"] = p.bytes_per_sample();
+                               return d;
+                             })
       .def_property_readonly("load_stats",
                              [](const Model& m) {
                                const auto& s = m.load_stats();
@@ -177,6 +209,7 @@ PYBIND11_MODULE(_core, m) {
                                  d["type"] = op_name(o.type);
                                  d["layer"] = o.layer;
                                  d["in_shape"] = shape_tuple(o.in);
+                                 d["work"] = o.work;
                                  d["out_shape"] = shape_tuple(o.out);
                                  out.append(d);
                                }
@@ -319,13 +352,17 @@ PYBIND11_MODULE(_core, m) {
                    uint32_t sw, uint32_t ph, uint32_t pw, uint32_t groups, uint32_t oc_chunk, uint32_t row_chunk) {
     const KernelInfo& k = kernel(name, "conv");
     if (x.ndim() != 3) throw py::value_error("x must be [C, H, W]");
+    if (uint64_t(x.size()) > kMaxActivation) throw py::value_error("x exceeds 2^28 elements");
     const uint32_t C = uint32_t(x.shape(0)), H = uint32_t(x.shape(1)), W = uint32_t(x.shape(2));
-    if (!groups || !sh || !sw || !kh || !kw || C % groups || out_c % groups) throw py::value_error("bad geometry");
-    if (H + 2 * ph < kh || W + 2 * pw < kw) throw py::value_error("kernel larger than padded input");
+    if (!groups || C % groups || out_c % groups) throw py::value_error("groups must divide in and out channels");
+    WindowOut wo;
+    const std::string ge = check_conv_geometry(C, H, W, kh, kw, sh, sw, ph, pw, wo);
+    if (!ge.empty()) throw py::value_error("conv geometry: " + ge);
+    if (sat_mul(sat_mul(out_c, wo.out_h), wo.out_w) > kMaxActivation) throw py::value_error("output exceeds 2^28 elements");
     if (uint64_t(bias.size()) != out_c) throw py::value_error("bias must be [out_c]");
     const QSparseMatrix w = checked_matrix(out_c, colptr, entries, code_bits, codebook);
-    if (w.cols != C / groups * kh * kw) throw py::value_error("cols != C/groups*kh*kw");
-    ConvGeom g{C, H, W, out_c, (H + 2 * ph - kh) / sh + 1, (W + 2 * pw - kw) / sw + 1, kh, kw, sh, sw, ph, pw, groups};
+    if (w.cols != uint64_t(C / groups) * kh * kw) throw py::value_error("cols != C/groups*kh*kw");
+    ConvGeom g{C, H, W, out_c, uint32_t(wo.out_h), uint32_t(wo.out_w), kh, kw, sh, sw, ph, pw, groups};
     if (!oc_chunk) oc_chunk = out_c;
     if (!row_chunk) row_chunk = g.out_h;
     std::vector<uint32_t> rowptr(out_c + 1), rows_e;

@@ -1,6 +1,7 @@
 // .dcz version 1 reader (docs/format.md §1-§4): structural validation, bounds first.
 #include "format.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -90,8 +91,9 @@ float bits_f32(uint32_t u) {
   return f;
 }
 
+// Caffe: round up, but the last window must start inside input + pad. Callers have checked
+// k <= n + 2p and 1 <= s <= n + 2p, so nothing here can wrap (n + 2p < 2^34).
 uint64_t pool_out(uint64_t n, uint64_t k, uint64_t s, uint64_t p, bool ceil_mode) {
-  // Caffe: round up, but the last window must start inside input + pad.
   if (ceil_mode) {
     uint64_t out = (n + 2 * p - k + s - 1) / s + 1;
     if (p > 0 && (out - 1) * s >= n + p) --out;
@@ -99,6 +101,61 @@ uint64_t pool_out(uint64_t n, uint64_t k, uint64_t s, uint64_t p, bool ceil_mode
   }
   return (n + 2 * p - k) / s + 1;
 }
+
+// The rules conv and pool windows share (§3.3).
+std::string check_window(uint64_t h, uint64_t w, uint64_t kh, uint64_t kw, uint64_t sh, uint64_t sw, uint64_t ph,
+                         uint64_t pw) {
+  if (!kh || !kw) return "kernel must be >= 1";
+  if (!sh || !sw) return "stride must be >= 1";
+  if (ph >= kh || pw >= kw)
+    return "padding " + std::to_string(ph) + "x" + std::to_string(pw) + " must be smaller than the kernel " +
+           std::to_string(kh) + "x" + std::to_string(kw);
+  const uint64_t hp = h + 2 * ph, wp = w + 2 * pw;  // < 2^34: h, w <= 2^28, p < 2^32
+  if (kh > hp || kw > wp)
+    return "kernel " + std::to_string(kh) + "x" + std::to_string(kw) + " larger than the padded input " +
+           std::to_string(hp) + "x" + std::to_string(wp);
+  if (sh > hp || sw > wp)
+    return "stride " + std::to_string(sh) + "x" + std::to_string(sw) + " larger than the padded input " +
+           std::to_string(hp) + "x" + std::to_string(wp);
+  return "";
+}
+
+}  // namespace
+
+std::string check_conv_geometry(uint64_t c, uint64_t h, uint64_t w, uint64_t kh, uint64_t kw, uint64_t sh,
+                                uint64_t sw, uint64_t ph, uint64_t pw, WindowOut& out) {
+  std::string e = check_window(h, w, kh, kw, sh, sw, ph, pw);
+  if (!e.empty()) return e;
+  const uint64_t hp = h + 2 * ph, wp = w + 2 * pw;
+  // PadGeom (kernels/qsparse.hpp): sw phase planes of hp x ceil(wp / sw) per input channel.
+  out.padded = sat_mul(sat_mul(sat_mul(c, sw), hp), (wp + sw - 1) / sw);
+  if (out.padded > kMaxActivation)
+    return "padded input " + std::to_string(c) + "x" + std::to_string(hp) + "x" + std::to_string(wp) + " (stride " +
+           std::to_string(sw) + ") needs " + std::to_string(out.padded) + " elements, over 2^28";
+  out.out_h = (hp - kh) / sh + 1;
+  out.out_w = (wp - kw) / sw + 1;
+  return "";
+}
+
+std::string check_pool_geometry(uint64_t c, uint64_t h, uint64_t w, uint64_t kh, uint64_t kw, uint64_t sh,
+                                uint64_t sw, uint64_t ph, uint64_t pw, bool ceil_mode, WindowOut& out) {
+  std::string e = check_window(h, w, kh, kw, sh, sw, ph, pw);
+  if (!e.empty()) return e;
+  const uint64_t hp = h + 2 * ph, wp = w + 2 * pw;
+  out.padded = sat_mul(hp, wp);  // bounds every window (and avgpool's divisor) below 2^28
+  if (out.padded > kMaxActivation)
+    return "padded input " + std::to_string(hp) + "x" + std::to_string(wp) + " exceeds 2^28 elements";
+  out.out_h = pool_out(h, kh, sh, ph, ceil_mode);
+  out.out_w = pool_out(w, kw, sw, pw, ceil_mode);
+  (void)c;
+  return "";
+}
+
+namespace {
+
+// Normalisation values a real input pipeline uses, with room to spare: |mean| <= 2^24 and
+// 2^-24 <= std <= 2^24. A denormal std makes 1/std infinite and every output NaN.
+constexpr float kNormMax = 16777216.f, kStdMin = 1.f / 16777216.f;
 
 void parse_graph(const uint8_t* b, uint64_t len, ParsedFile& f) {
   const std::string w = "GRAPH";
@@ -133,8 +190,8 @@ void parse_graph(const uint8_t* b, uint64_t len, ParsedFile& f) {
     std::memcpy(f.std.data(), b + sizeof(GraphHeader) + 4 * nn, 4 * nn);
   }
   for (uint32_t i = 0; i < nn; ++i)
-    if (!std::isfinite(f.mean[i]) || !std::isfinite(f.std[i]) || !(f.std[i] > 0))
-      fail(w + ": normalisation: mean must be finite and std finite and > 0");
+    if (!(std::fabs(f.mean[i]) <= kNormMax) || !(f.std[i] >= kStdMin && f.std[i] <= kNormMax))
+      fail(w + ": normalisation[" + std::to_string(i) + "]: mean must be finite with |mean| <= 2^24, std in [2^-24, 2^24]");
   const uint8_t* ops = b + sizeof(GraphHeader) + 8ull * nn;
   f.ops.resize(gh.op_count);
   for (uint32_t i = 0; i < gh.op_count; ++i) {
@@ -291,34 +348,43 @@ void check_graph(ParsedFile& f) {
           fail(w + ": input has " + std::to_string(s.numel()) + " features but layer '" + L->name + "' expects " +
                std::to_string(L->cols));
         s = Shape{1, {L->rows, 0, 0}};
+        o.work = L->storage == kStoragePlain ? sat_mul(L->rows, L->cols) : sat_add(L->n_entries, L->rows);
         break;
       case OpType::Conv2d: {
         need3();
         const uint32_t sh = o.p[0], sw = o.p[1], ph = o.p[2], pw = o.p[3], g = o.p[4];
         const uint64_t c = s.d[0], h = s.d[1], wd = s.d[2];
-        if (!sh || !sw || !g || c % g || L->rows % g)
-          fail(w + ": stride must be >= 1 and groups must divide the in/out channels");
+        if (!g || c % g || L->rows % g) fail(w + ": groups must be >= 1 and divide the in/out channels");
         if ((c / g) * L->kh * L->kw != L->cols) fail(w + ": in_channels/groups*kh*kw != layer cols");
-        if (h + 2ull * ph < L->kh || wd + 2ull * pw < L->kw) fail(w + ": kernel larger than the padded input");
-        const uint64_t oh = (h + 2ull * ph - L->kh) / sh + 1, ow = (wd + 2ull * pw - L->kw) / sw + 1;
-        if (oh > kMaxActivation || ow > kMaxActivation) fail(w + ": output too large");
-        s = Shape{3, {L->rows, uint32_t(oh), uint32_t(ow)}};
+        WindowOut wo;
+        const std::string e = check_conv_geometry(c, h, wd, L->kh, L->kw, sh, sw, ph, pw, wo);
+        if (!e.empty()) fail(w + ": " + e);
+        if (sat_mul(sat_mul(L->rows, wo.out_h), wo.out_w) > kMaxActivation) fail(w + ": output exceeds 2^28 elements per sample");
+        s = Shape{3, {L->rows, uint32_t(wo.out_h), uint32_t(wo.out_w)}};
+        const uint64_t per_pixel = L->storage == kStoragePlain ? sat_mul(L->rows, L->cols) : L->nnz;
+        o.work = sat_add(sat_mul(per_pixel, wo.out_h * wo.out_w), wo.padded);
         break;
       }
       case OpType::MaxPool: case OpType::AvgPool: {
         need3();
         const uint32_t kh = o.p[0], kw = o.p[1], sh = o.p[2], sw = o.p[3], ph = o.p[4], pw = o.p[5];
-        if (!kh || !kw || !sh || !sw || ph >= kh || pw >= kw) fail(w + ": kernel/stride must be >= 1 and padding < kernel");
-        if (s.d[1] + 2ull * ph < kh || s.d[2] + 2ull * pw < kw) fail(w + ": window larger than the padded input");
-        s.d[1] = uint32_t(pool_out(s.d[1], kh, sh, ph, o.p[6]));
-        s.d[2] = uint32_t(pool_out(s.d[2], kw, sw, pw, o.p[6]));
+        WindowOut wo;
+        const std::string e = check_pool_geometry(s.d[0], s.d[1], s.d[2], kh, kw, sh, sw, ph, pw, o.p[6] != 0, wo);
+        if (!e.empty()) fail(w + ": " + e);
+        if (sat_mul(sat_mul(s.d[0], wo.out_h), wo.out_w) > kMaxActivation) fail(w + ": output exceeds 2^28 elements per sample");
+        // Windows are clipped to the input: at most min(k, n) taps per side.
+        o.work = sat_mul(sat_mul(uint64_t(s.d[0]) * wo.out_h * wo.out_w, std::min<uint64_t>(kh, s.d[1])),
+                         std::min<uint64_t>(kw, s.d[2]));
+        s.d[1] = uint32_t(wo.out_h);
+        s.d[2] = uint32_t(wo.out_w);
         break;
       }
       case OpType::Lrn:
         need3();
         if (o.p[0] % 2 == 0 || !std::isfinite(o.f[1]) || !std::isfinite(o.f[2]) || !std::isfinite(o.f[3]) ||
-            !(o.f[3] > 0) || !(o.f[1] >= 0))
-          fail(w + ": size must be odd, alpha >= 0, k > 0, all finite");
+            !(o.f[3] >= std::numeric_limits<float>::min()) || !(o.f[1] >= 0))
+          fail(w + ": size must be odd, alpha >= 0, k a normal float > 0, all finite");
+        o.work = sat_mul(s.numel(), std::min<uint64_t>(o.p[0], s.d[0]));
         break;
       case OpType::Flatten:
         s = Shape{1, {uint32_t(s.numel()), 0, 0}};
@@ -327,6 +393,7 @@ void check_graph(ParsedFile& f) {
         break;
     }
     if (s.numel() > kMaxActivation) fail(w + ": output exceeds 2^28 elements per sample");
+    if (!o.work) o.work = std::max(o.in.numel(), s.numel());  // elementwise ops
     o.out = s;
   }
   for (size_t li = 0; li < used.size(); ++li)

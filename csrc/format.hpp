@@ -94,6 +94,7 @@ struct OpDesc {
   uint32_t p[8];
   float f[4];  // float views of params (lrn: alpha beta k; dropout: p)
   Shape in, out;
+  uint64_t work = 0;  // per sample: multiply-adds (weighted ops) or element visits (others), saturating
 };
 
 struct LayerDesc {
@@ -119,6 +120,27 @@ struct ParsedFile {
   std::vector<LayerDesc> layers;
   std::string meta_json;
 };
+
+// ---- checked geometry (§3.3): exact 64-bit arithmetic, every planned size <= kMaxActivation ----
+// Multiplication that saturates at UINT64_MAX instead of wrapping.
+inline uint64_t sat_mul(uint64_t a, uint64_t b) {
+  uint64_t r;
+  return __builtin_mul_overflow(a, b, &r) ? UINT64_MAX : r;
+}
+inline uint64_t sat_add(uint64_t a, uint64_t b) { return a > UINT64_MAX - b ? UINT64_MAX : a + b; }
+
+struct WindowOut {
+  uint64_t out_h = 0, out_w = 0;
+  uint64_t padded = 0;  // conv: the runtime's phase-split padded input (PadGeom); pool: (H+2ph)(W+2pw)
+};
+// Conv2d on a [c, h, w] input with a kh x kw kernel. Returns "" or the rule the geometry breaks
+// (padding < kernel, kernel <= padded input, 1 <= stride <= padded input, padded input and
+// output <= 2^28 elements). Shared by the file reader and the kernel entry points.
+std::string check_conv_geometry(uint64_t c, uint64_t h, uint64_t w, uint64_t kh, uint64_t kw, uint64_t sh,
+                                uint64_t sw, uint64_t ph, uint64_t pw, WindowOut& out);
+// Max/avg pooling (Caffe's sizes, §3.2): the same rules, padded input (h+2ph)(w+2pw) <= 2^28.
+std::string check_pool_geometry(uint64_t c, uint64_t h, uint64_t w, uint64_t kh, uint64_t kw, uint64_t sh,
+                                uint64_t sw, uint64_t ph, uint64_t pw, bool ceil_mode, WindowOut& out);
 
 // Validates everything but the Huffman payloads (those are checked while decoding).
 // Throws FormatError. `data` must outlive the returned stream pointers.

@@ -21,14 +21,16 @@ struct Workspace {
   size_t cap_n = 0;
   std::vector<float> a, b, xt, yt, xpad;
   std::vector<uint32_t> live;  // batch 1: the live input columns of a linear layer
-  void reserve(size_t n, size_t max_act, size_t lin_cols, size_t lin_rows, size_t max_pad) {
+  // n samples of the load-time plan; sizes saturate (then the allocation fails with
+  // bad_alloc) instead of wrapping.
+  void reserve(size_t n, const BufferPlan& p) {
     if (n <= cap_n) return;
-    a.resize(n * max_act);
-    b.resize(n * max_act);
-    xt.resize(n > 1 ? batch_lanes(n) * lin_cols : 0);
-    yt.resize(n > 1 ? batch_lanes(n) * lin_rows : 0);
-    live.resize(lin_cols);
-    xpad.resize(n * max_pad + kConvSlack);
+    a.resize(sat_mul(n, p.activation));
+    b.resize(sat_mul(n, p.activation));
+    xt.resize(n > 1 ? sat_mul(batch_lanes(n), p.lin_cols) : 0);
+    yt.resize(n > 1 ? sat_mul(batch_lanes(n), p.lin_rows) : 0);
+    live.resize(p.lin_cols);
+    xpad.resize(sat_add(sat_mul(n, p.padded), kConvSlack));
     cap_n = n;
   }
 };
@@ -81,10 +83,19 @@ ConvGeom conv_geom(const OpDesc& op, const ExecLayer& L) {
 }
 }  // namespace
 
-Model::Model(const uint8_t* data, size_t size, unsigned threads)
-    : pool_(std::make_unique<ThreadPool>(threads ? threads : std::max(1u, std::thread::hardware_concurrency()))),
-      spmv_rows_(&best_kernel("spmv_rows")), spmv_cols_(&best_kernel("spmv_cols")), spmm_(&best_kernel("spmm")), spmm_rows_(&best_kernel("spmm_rows")), conv_(&best_kernel("conv")),
+namespace {
+unsigned checked_threads(unsigned threads) {
+  if (threads > kMaxThreads)
+    throw InputError("threads must be in 1.." + std::to_string(kMaxThreads) + ", got " + std::to_string(threads));
+  if (threads == 0) threads = std::min(kMaxThreads, std::max(1u, std::thread::hardware_concurrency()));
+  return threads;
+}
+}  // namespace
+
+Model::Model(const uint8_t* data, size_t size, unsigned threads, const LoadLimits& limits)
+    : spmv_rows_(&best_kernel("spmv_rows")), spmv_cols_(&best_kernel("spmv_cols")), spmm_(&best_kernel("spmm")), spmm_rows_(&best_kernel("spmm_rows")), conv_(&best_kernel("conv")),
       huff_(&best_kernel("huffman")), transpose_(&best_kernel("transpose")) {
+  threads = checked_threads(threads);
   const auto t0 = clk::now();
   ParsedFile f = parse_file(data, size);
   const auto t1 = clk::now();
@@ -96,21 +107,46 @@ Model::Model(const uint8_t* data, size_t size, unsigned threads)
     inv_std_.resize(f.std.size());
     for (size_t i = 0; i < f.std.size(); ++i) inv_std_[i] = 1.f / f.std[i];
   }
+  // Buffer plan (per sample, from the validated shapes) and the caller's limits, before
+  // anything big is decoded or allocated.
+  plan_.activation = input_.numel();
+  plan_.work = input_.numel();
+  std::string biggest = "the input";
+  for (size_t i = 0; i < ops_.size(); ++i) {
+    const OpDesc& op = ops_[i];
+    if (op.out.numel() > plan_.activation) {
+      plan_.activation = op.out.numel();
+      biggest = "op[" + std::to_string(i) + "]'s output";
+    }
+    plan_.work = sat_add(plan_.work, op.work);
+    if (op.type == OpType::Linear) {
+      plan_.lin_cols = std::max<uint64_t>(plan_.lin_cols, f.layers[op.layer].cols);
+      plan_.lin_rows = std::max<uint64_t>(plan_.lin_rows, f.layers[op.layer].rows);
+    } else if (op.type == OpType::Conv2d) {
+      const LayerDesc& L = f.layers[op.layer];
+      const ConvGeom g{op.in.d[0], op.in.d[1], op.in.d[2], op.out.d[0], op.out.d[1], op.out.d[2],
+                       L.kh, L.kw, op.p[0], op.p[1], op.p[2], op.p[3], op.p[4]};
+      if (padded_size(g) > plan_.padded) plan_.padded = padded_size(g);
+      if (padded_size(g) > limits.max_activation)
+        throw LimitError("op[" + std::to_string(i) + "] (conv2d)'s padded input needs " +
+                         std::to_string(padded_size(g)) + " elements per sample, over max_activation=" +
+                         std::to_string(limits.max_activation));
+    }
+  }
+  if (plan_.activation > limits.max_activation)
+    throw LimitError(biggest + " needs " + std::to_string(plan_.activation) +
+                     " elements per sample, over max_activation=" + std::to_string(limits.max_activation));
+  if (plan_.work > limits.max_work)
+    throw LimitError("the network needs " + std::to_string(plan_.work) +
+                     " multiply-adds per sample, over max_work=" + std::to_string(limits.max_work));
+  pool_ = std::make_unique<ThreadPool>(threads);
   decode_layers(f);
-  // Buffer plan and per-op work split.
-  max_act_ = input_.numel();
   tapoff_.assign(ops_.size(), {});
   for (size_t i = 0; i < ops_.size(); ++i) {
     const OpDesc& op = ops_[i];
-    max_act_ = std::max<size_t>(max_act_, op.out.numel());
-    if (op.type == OpType::Linear) {
-      const ExecLayer& L = layers_[op.layer];
-      max_lin_cols_ = std::max<size_t>(max_lin_cols_, L.cols);
-      max_lin_rows_ = std::max<size_t>(max_lin_rows_, L.rows);
-    } else if (op.type == OpType::Conv2d) {
+    if (op.type == OpType::Conv2d) {
       const ExecLayer& L = layers_[op.layer];
       const ConvGeom g = conv_geom(op, L);
-      max_pad_ = std::max<size_t>(max_pad_, padded_size(g));
       tapoff_[i].resize(L.cols);
       conv_tap_offsets(g, L.cols, tapoff_[i].data());
     }
@@ -232,7 +268,7 @@ Workspace* Model::acquire(size_t n) const {
     }
   }
   if (!ws) ws = std::make_unique<Workspace>();
-  ws->reserve(n, max_act_, max_lin_cols_, max_lin_rows_, max_pad_);
+  ws->reserve(n, plan_);
   return ws.release();
 }
 

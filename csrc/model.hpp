@@ -55,12 +55,32 @@ struct LoadStats {
   uint64_t symbols_decoded = 0;
 };
 
+// What a caller allows a file to make the runtime do (checked at load; a server's cap on an
+// uploaded model). Defaults: the format's own bounds (docs/format.md §3.3).
+struct LoadLimits {
+  uint64_t max_activation = kMaxActivation;  // elements per sample of any planned buffer
+  uint64_t max_work = UINT64_MAX;             // multiply-adds (and element visits) per sample
+};
+constexpr unsigned kMaxThreads = 256;
+
+// The per-sample buffer plan, fixed at load: infer(n) allocates n times these and nothing else.
+struct BufferPlan {
+  uint64_t activation = 0;  // elements: the largest input/output of any op (two such buffers)
+  uint64_t padded = 0;      // elements: the largest padded conv input
+  uint64_t lin_cols = 0, lin_rows = 0;  // batched linear layers' transposed blocks
+  uint64_t work = 0;        // multiply-adds and element visits per sample, all ops
+  uint64_t bytes_per_sample() const { return 4 * (2 * activation + padded + lin_cols + lin_rows); }
+};
+
 struct Workspace;
 
 class Model {
  public:
   // Parses, validates and decodes. Throws FormatError on any defect of the bytes.
-  Model(const uint8_t* data, size_t size, unsigned threads);
+  // threads: 1..kMaxThreads (0: the hardware's count, capped). Throws FormatError on any
+  // defect of the bytes, LimitError where the valid network exceeds `limits`, and
+  // std::system_error (after stopping the threads it started) where a worker cannot start.
+  Model(const uint8_t* data, size_t size, unsigned threads, const LoadLimits& limits = LoadLimits());
   ~Model();
 
   // x: [n, input] float32, y: [n, output]. Throws InputError on non-finite input.
@@ -72,6 +92,7 @@ class Model {
   const std::vector<ExecLayer>& layers() const { return layers_; }
   const std::vector<OpDesc>& ops() const { return ops_; }
   const LoadStats& load_stats() const { return stats_; }
+  const BufferPlan& plan() const { return plan_; }
   unsigned threads() const { return pool_->size(); }
   const KernelInfo& spmv_rows() const { return *spmv_rows_; }
   const KernelInfo& spmv_cols() const { return *spmv_cols_; }
@@ -93,8 +114,7 @@ class Model {
   std::vector<std::vector<int64_t>> tapoff_;  // per conv op: conv_tap_offsets
   std::string meta_json_;
   LoadStats stats_;
-  // Per-sample buffer plan (elements).
-  size_t max_act_ = 0, max_lin_cols_ = 0, max_lin_rows_ = 0, max_pad_ = 0;
+  BufferPlan plan_;
   std::unique_ptr<ThreadPool> pool_;
   const KernelInfo *spmv_rows_, *spmv_cols_, *spmm_, *spmm_rows_, *conv_, *huff_, *transpose_;
   mutable std::mutex ws_mutex_;

@@ -22,13 +22,16 @@ inline void set_dcrt_error(const char* cls, const char* what) {
   PyErr_SetString(c.ptr(), what);
 }
 
-// Exception translator: FormatError -> dcrt.FormatError, InputError -> ValueError; anything
+// Exception translator: FormatError -> dcrt.FormatError, LimitError -> dcrt.LimitError,
+// InputError -> ValueError; anything
 // else propagates to the translators registered before it (pybind11's default ones last).
 inline void translate_core_errors(std::exception_ptr p) {
   try {
     if (p) std::rethrow_exception(p);
   } catch (const FormatError& e) {
     set_dcrt_error("FormatError", e.what());
+  } catch (const LimitError& e) {
+    set_dcrt_error("LimitError", e.what());
   } catch (const InputError& e) {
     PyErr_SetString(PyExc_ValueError, e.what());
   }

@@ -1,4 +1,4 @@
-// A small persistent thread pool owned by each loaded model.
+// A small persistent thread pool owned by each loaded model (the caller is worker 0).
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -14,33 +14,44 @@ namespace dcrt {
 
 class ThreadPool {
  public:
-  explicit ThreadPool(unsigned threads);  // threads >= 1; the caller is worker 0
+  // threads >= 1; starts threads - 1 workers. Where one cannot be started, the ones already
+  // running are stopped and joined and std::system_error is thrown (never a hang).
+  explicit ThreadPool(unsigned threads);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
   unsigned size() const { return n_; }
 
-  // Runs fn(task, worker) for every task in [0, n_tasks); worker < size(). Blocks until
-  // done; rethrows the first exception. Workers spin for kSpinFor after a job before they
-  // sleep, and the caller spins as long for them to finish, so the layers of one inference
-  // (and back-to-back inferences) hand work over without a futex wake (~10+ us on a VM each). While another caller holds the pool (concurrent
-  // infer calls on one model) the tasks run on the calling thread alone: no deadlock,
-  // no oversubscription.
+  // Runs fn(task, worker) for every task in [0, n_tasks); worker < size(). Blocks until done;
+  // rethrows the first exception.
+  //
+  // The caller claims tasks like any worker, so it never waits for a worker that is not
+  // there: a sleeping worker is woken (one futex call) and joins if it arrives while tasks
+  // remain; once the tasks are all claimed the job is closed, and the caller waits only for
+  // workers that hold a task. Workers spin for kSpinFor after a job (the next layer of an
+  // inference, or the next back-to-back inference, needs no wake-up), yielding the core now
+  // and then so that a spinning worker never starves a caller scheduled on its core, and then
+  // sleep. While another caller holds the pool (concurrent infer calls on one model) the
+  // tasks run on the calling thread alone: no deadlock, no oversubscription.
   void parallel_for(size_t n_tasks, const std::function<void(size_t, unsigned)>& fn);
 
  private:
   void worker_loop(unsigned id);
   void run_tasks(unsigned id);
-  unsigned n_;
+  void leave();
+  unsigned n_ = 1;
   std::vector<std::thread> workers_;
   std::mutex busy_;  // one job at a time
-  std::mutex m_;
+  std::mutex m_;     // sleeping and waking; error_
   std::condition_variable wake_, done_;
   const std::function<void(size_t, unsigned)>* fn_ = nullptr;
   size_t n_tasks_ = 0;
-  std::atomic<size_t> next_{0};
-  std::atomic<unsigned> active_{0};
-  std::atomic<uint64_t> generation_{0};
+  uint64_t gen_ = 0;                     // jobs started (caller side, under busy_)
+  std::atomic<uint64_t> state_{0};       // gen << 1 | open
+  std::atomic<size_t> next_{0};          // next task to claim
+  std::atomic<unsigned> inflight_{0};    // workers inside the current job
+  std::atomic<unsigned> sleepers_{0};    // workers blocked on wake_
+  std::atomic<bool> caller_waiting_{false};
   std::atomic<bool> stop_{false};
   std::exception_ptr error_;
 };

@@ -62,7 +62,7 @@ def test_column_counts_pack_roundtrip(counts):
 def test_header_layout():
     data = fmt.pack_file(fmt.Graph((4,), np.zeros(0), np.zeros(0), [fmt.Op("relu")]), {"name": "r"}, [])
     assert data[:8] == b"\x89DCZ\r\n\x1a\n"
-    assert struct.unpack_from("<HHIQQ", data, 8) == (1, 0, 2, len(data), 64)
+    assert struct.unpack_from("<HHIQQ", data, 8) == (1, 1, 2, len(data), 64)
     secs = [struct.unpack_from("<IIQQ", data, 64 + 32 * i) for i in range(2)]
     assert secs[0][:3] == (fmt.KIND_GRAPH, 0, 128) and secs[1][2] % 64 == 0
     f = fmt.loads(data)
@@ -164,6 +164,29 @@ def test_golden_native_loader_and_output(tmp_path):
     m = dcrt.load(p)
     np.testing.assert_allclose(m.infer(exp["x"]), exp["y"], rtol=1e-5, atol=1e-6)
     assert m.labels == list("abcde")
+
+
+def test_golden_v1_0_file_still_loads(tmp_path):
+    """Files written by dcrt 0.1 (format 1.0) load in both readers and give the same arrays
+    and outputs as the current writer's file: 1.1 only tightened bounds those files meet."""
+    data, exp = golden()
+    with open(os.path.join(GOLDEN, "tiny-v1.0.dcz"), "rb") as f:
+        old = f.read()
+    assert struct.unpack_from("<HH", old, 8) == (1, 0) and struct.unpack_from("<HH", data, 8) == (1, 1)
+    f0, f1 = fmt.loads(old), fmt.loads(data)
+    assert f0.version == (1, 0) and f1.version == (1, 1)
+    for a, b in zip(f0.layers, f1.layers):
+        np.testing.assert_array_equal(a.dense_weight(), b.dense_weight())
+    p = tmp_path / "old.dcz"
+    p.write_bytes(old)
+    np.testing.assert_allclose(dcrt.load(p).infer(exp["x"]), exp["y"], rtol=1e-5, atol=1e-6)
+
+
+def test_writer_refuses_a_network_the_readers_would_reject(tmp_path):
+    g = fmt.Graph((1,), np.zeros(1), np.full(1, 1e-30), [fmt.Op("relu")])  # std below 2^-24
+    with pytest.raises(FormatError, match="refusing to write.*normalisation"):
+        fmt.write(tmp_path / "m.dcz", g, {"name": "x"}, [])
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_plain_storage_chosen_when_compression_does_not_pay(rng):

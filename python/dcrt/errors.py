@@ -9,6 +9,12 @@ class FormatError(ValueError):
     """
 
 
+class LimitError(ValueError):
+    """A valid .dcz declares a network larger than the limits passed to :func:`dcrt.load`
+    (``max_activation``, ``max_work``): the message names the limit, what the file needs and
+    the op that needs it."""
+
+
 class NativeUnavailableError(ImportError):
     """The compiled runtime (dcrt._core) is not importable in this environment."""
 

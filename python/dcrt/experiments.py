@@ -132,7 +132,8 @@ def _pack(model, quant):
 
 
 def _dump(out_dir, name, obj):
-    with open(os.path.join(out_dir, name), "w") as f:
+    from ._atomic import atomic_write
+    with atomic_write(os.path.join(out_dir, name), "w") as f:
         json.dump(obj, f, indent=1)
 
 

@@ -10,7 +10,6 @@ import json
 import math
 import os
 import struct
-import tempfile
 import zlib
 from dataclasses import dataclass, field
 
@@ -23,7 +22,7 @@ from .sparse import decode_rows
 # §1 file header ---------------------------------------------------------------
 MAGIC = b"\x89DCZ\r\n\x1a\n"
 VERSION_MAJOR = 1
-VERSION_MINOR = 0
+VERSION_MINOR = 1  # 1.1: tighter geometry and normalisation bounds (docs/format.md changelog)
 HEADER = struct.Struct("<8sHHIQQII20sI")  # 64 bytes
 SECTION = struct.Struct("<IIQQII")  # 32 bytes
 SECTION_ALIGN = 64  # every section starts on a 64-byte boundary (mmap, cache lines)
@@ -44,7 +43,10 @@ OP_NAMES = {OP_LINEAR: "linear", OP_CONV2D: "conv2d", OP_RELU: "relu", OP_MAXPOO
             OP_AVGPOOL: "avgpool", OP_LRN: "lrn", OP_FLATTEN: "flatten", OP_SOFTMAX: "softmax",
             OP_DROPOUT: "dropout"}
 OP_CODES = {v: k for k, v in OP_NAMES.items()}
-MAX_ACTIVATION = 1 << 28  # elements per sample, any activation (bounds buffers)
+MAX_ACTIVATION = 1 << 28  # elements per sample, any activation or planned buffer (bounds buffers)
+NORM_MAX = float(1 << 24)  # |mean| <= 2^24, 2^-24 <= std <= 2^24 (§3.1)
+NORM_STD_MIN = 1.0 / (1 << 24)
+FLT_MIN = 2.0 ** -126  # smallest normal float32 (LRN k must be at least this)
 
 # §4 layers -----------------------------------------------------------------------
 LAYER_HEADER = struct.Struct("<6IBBBBI4Q32s")  # 96 bytes
@@ -66,6 +68,45 @@ def pool_out_size(n: int, k: int, s: int, p: int, ceil_mode: bool) -> int:
             out -= 1
         return out
     return (n + 2 * p - k) // s + 1
+
+
+def _check_window(h, w, kh, kw, sh, sw, ph, pw):
+    """The rules conv and pool windows share (§3.3); returns "" or the broken rule."""
+    if kh == 0 or kw == 0:
+        return "kernel must be >= 1"
+    if sh == 0 or sw == 0:
+        return "stride must be >= 1"
+    if ph >= kh or pw >= kw:
+        return f"padding {ph}x{pw} must be smaller than the kernel {kh}x{kw}"
+    hp, wp = h + 2 * ph, w + 2 * pw
+    if kh > hp or kw > wp:
+        return f"kernel {kh}x{kw} larger than the padded input {hp}x{wp}"
+    if sh > hp or sw > wp:
+        return f"stride {sh}x{sw} larger than the padded input {hp}x{wp}"
+    return ""
+
+
+def conv_geometry(c, h, w, kh, kw, sh, sw, ph, pw):
+    """(error, out_h, out_w, padded) of a conv2d (§3.3). ``padded`` is the runtime's phase-split
+    padded input, ``c * sw * (h + 2ph) * ceil((w + 2pw) / sw)`` elements, at most 2^28."""
+    e = _check_window(h, w, kh, kw, sh, sw, ph, pw)
+    if e:
+        return e, 0, 0, 0
+    hp, wp = h + 2 * ph, w + 2 * pw
+    padded = c * sw * hp * (-(-wp // sw))
+    if padded > MAX_ACTIVATION:
+        return (f"padded input {c}x{hp}x{wp} (stride {sw}) needs {padded} elements, over 2^28"), 0, 0, 0
+    return "", (hp - kh) // sh + 1, (wp - kw) // sw + 1, padded
+
+
+def pool_geometry(h, w, kh, kw, sh, sw, ph, pw, ceil_mode):
+    """(error, out_h, out_w) of a max/avg pool (§3.3): padded input (h+2ph)(w+2pw) <= 2^28."""
+    e = _check_window(h, w, kh, kw, sh, sw, ph, pw)
+    if e:
+        return e, 0, 0
+    if (h + 2 * ph) * (w + 2 * pw) > MAX_ACTIVATION:
+        return f"padded input {h + 2 * ph}x{w + 2 * pw} exceeds 2^28 elements", 0, 0
+    return "", pool_out_size(h, kh, sh, ph, ceil_mode), pool_out_size(w, kw, sw, pw, ceil_mode)
 
 
 def count_bits(colptr) -> int:
@@ -244,6 +285,12 @@ def pack_file(graph: Graph, meta: dict, layers: list) -> bytes:
     """Serialize a whole container (§1): header, section table, aligned sections."""
     bodies = [(KIND_GRAPH, 0, pack_graph(graph)), (KIND_META, 0, pack_meta(meta))]
     bodies += [(KIND_LAYER, i, pack_layer(L)) for i, L in enumerate(layers)]
+    return pack_sections(bodies)
+
+
+def pack_sections(bodies, version=(VERSION_MAJOR, VERSION_MINOR)) -> bytes:
+    """Header, section table and the given ``(kind, index, body)`` sections, aligned and
+    checksummed (§1, §2). No check of the bodies: tests use it to build crafted files."""
     table_off = HEADER.size
     pos = _align(table_off + SECTION.size * len(bodies), SECTION_ALIGN)
     table, chunks = [], []
@@ -253,7 +300,7 @@ def pack_file(graph: Graph, meta: dict, layers: list) -> bytes:
         pos = _align(pos + len(body), SECTION_ALIGN)
     file_size = chunks[-1][0] + len(chunks[-1][1])
     table_bytes = b"".join(table)
-    head = HEADER.pack(MAGIC, VERSION_MAJOR, VERSION_MINOR, len(bodies), file_size, table_off,
+    head = HEADER.pack(MAGIC, version[0], version[1], len(bodies), file_size, table_off,
                        zlib.crc32(table_bytes), 0, bytes(20), 0)
     head = head[:60] + struct.pack("<I", zlib.crc32(head[:60]))
     buf = bytearray(file_size)
@@ -265,22 +312,18 @@ def pack_file(graph: Graph, meta: dict, layers: list) -> bytes:
 
 
 def write(path, graph: Graph, meta: dict, layers: list) -> int:
-    """Write atomically (temp file + rename): a failure never leaves a half-written file."""
+    """Write atomically (temp file, fsync, rename, directory fsync: dcrt._atomic): a failure
+    never leaves a half-written file or a temp file. The bytes are checked with this module's
+    reader first, so a network the readers would reject (a graph breaking §3.3, say) raises
+    :class:`FormatError` here, naming the rule, and nothing is written."""
+    from ._atomic import atomic_write
     data = pack_file(graph, meta, layers)
-    path = os.fspath(path)
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".dcz-", dir=d)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file ordinary permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        loads(data, decode=False)
+    except FormatError as e:
+        raise FormatError(f"refusing to write {os.fspath(path)!r}: the network breaks the format: {e}") from None
+    with atomic_write(path) as f:
+        f.write(data)
     return len(data)
 
 
@@ -400,8 +443,10 @@ def parse_graph(body) -> Graph:
         raise FormatError(f"{where}: op_count {nops} and norm_count {nnorm} need {expect} bytes, section has {len(body)}")
     mean = np.frombuffer(body, "<f4", nnorm, GRAPH_HEADER.size).astype(np.float32)
     std = np.frombuffer(body, "<f4", nnorm, GRAPH_HEADER.size + 4 * nnorm).astype(np.float32)
-    if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
-        raise FormatError(f"{where}: normalisation: mean must be finite and std finite and > 0")
+    for i in range(nnorm):
+        if not (abs(float(mean[i])) <= NORM_MAX and NORM_STD_MIN <= float(std[i]) <= NORM_MAX):
+            raise FormatError(f"{where}: normalisation[{i}]: mean must be finite with |mean| <= 2^24, "
+                              f"std in [2^-24, 2^24] (got mean {float(mean[i])!r}, std {float(std[i])!r})")
     if nnorm == 0:
         mean, std = np.zeros(1, np.float32), np.ones(1, np.float32)
     ops = []
@@ -443,6 +488,8 @@ def parse_meta(body) -> dict:
         meta = json.loads(bytes(body).decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
         raise FormatError(f"META: not valid UTF-8 JSON ({e})") from None
+    except RecursionError:
+        raise FormatError("META: JSON nested too deeply") from None
     if not isinstance(meta, dict):
         raise FormatError("META: must be a JSON object")
     if not isinstance(meta.get("name"), str):
@@ -576,31 +623,31 @@ def check_graph(g: Graph, layers: list) -> list:
                 raise FormatError(f"{w}: needs a [C, H, W] input, got {list(shape)}")
             (sh, sw), (ph, pw), g_ = p["stride"], p["padding"], p["groups"]
             c, h, wd = shape
-            if sh == 0 or sw == 0 or g_ == 0 or c % g_ or L.rows % g_:
-                raise FormatError(f"{w}: stride must be >= 1 and groups={g_} must divide {c} in / {L.rows} out channels")
+            if g_ == 0 or c % g_ or L.rows % g_:
+                raise FormatError(f"{w}: groups={g_} must be >= 1 and divide {c} in / {L.rows} out channels")
             if (c // g_) * L.kh * L.kw != L.cols:
                 raise FormatError(f"{w}: {c} input channels / {g_} groups x {L.kh}x{L.kw} != layer cols {L.cols}")
-            oh, ow = (h + 2 * ph - L.kh) // sh + 1, (wd + 2 * pw - L.kw) // sw + 1
-            if h + 2 * ph < L.kh or wd + 2 * pw < L.kw:
-                raise FormatError(f"{w}: kernel {L.kh}x{L.kw} larger than the padded input {h + 2 * ph}x{wd + 2 * pw}")
+            e, oh, ow, _ = conv_geometry(c, h, wd, L.kh, L.kw, sh, sw, ph, pw)
+            if e:
+                raise FormatError(f"{w}: {e}")
+            if L.rows * oh * ow > MAX_ACTIVATION:
+                raise FormatError(f"{w}: output exceeds 2^28 elements per sample")
             shape = (L.rows, oh, ow)
         elif op.type in ("maxpool", "avgpool"):
             if len(shape) != 3:
                 raise FormatError(f"{w}: needs a [C, H, W] input, got {list(shape)}")
             (kh, kw), (sh, sw), (ph, pw) = p["kernel"], p["stride"], p["padding"]
-            if 0 in (kh, kw, sh, sw) or ph >= kh or pw >= kw:
-                raise FormatError(f"{w}: kernel/stride must be >= 1 and padding < kernel")
             c, h, wd = shape
-            if h + 2 * ph < kh or wd + 2 * pw < kw:
-                raise FormatError(f"{w}: window {kh}x{kw} larger than the padded input")
-            shape = (c, pool_out_size(h, kh, sh, ph, bool(p["ceil_mode"])),
-                     pool_out_size(wd, kw, sw, pw, bool(p["ceil_mode"])))
+            e, oh, ow = pool_geometry(h, wd, kh, kw, sh, sw, ph, pw, bool(p["ceil_mode"]))
+            if e:
+                raise FormatError(f"{w}: {e}")
+            shape = (c, oh, ow)
         elif op.type == "lrn":
             if len(shape) != 3:
                 raise FormatError(f"{w}: needs a [C, H, W] input, got {list(shape)}")
             if p["size"] % 2 == 0 or not all(math.isfinite(p[k]) for k in ("alpha", "beta", "k")) \
-                    or p["k"] <= 0 or p["alpha"] < 0:
-                raise FormatError(f"{w}: size must be odd, alpha >= 0, k > 0, all finite")
+                    or not p["k"] >= FLT_MIN or p["alpha"] < 0:
+                raise FormatError(f"{w}: size must be odd, alpha >= 0, k a normal float > 0, all finite")
         elif op.type == "flatten":
             shape = (math.prod(shape),)
         if math.prod(shape) > MAX_ACTIVATION:

@@ -8,6 +8,7 @@ and of the .dcz graph (docs/format.md §3).
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -440,7 +441,13 @@ class Sequential:
             raise ValueError(f"missing parameters: {sorted(missing)}")
 
     def save_npz(self, path):
-        np.savez(path, **self.state_dict())
+        """Atomically (dcrt._atomic); like numpy, adds ``.npz`` to a path without it."""
+        from ._atomic import atomic_write
+        path = os.fspath(path)
+        if not path.endswith(".npz"):
+            path += ".npz"
+        with atomic_write(path) as f:
+            np.savez(f, **self.state_dict())
 
     def load_npz(self, path):
         with np.load(path) as z:

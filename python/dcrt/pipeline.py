@@ -14,7 +14,6 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 
@@ -23,6 +22,7 @@ import numpy as np
 from . import data as datasets
 from . import format as fmt
 from . import zoo
+from ._atomic import atomic_write, clean_stale
 from .compressor import (QuantizedLayer, Report, _per_layer, encode, model_meta, model_to_graph, prune_density,
                          quantize, report_for, write)
 from .sparse import encode_csc
@@ -121,23 +121,13 @@ class Result:
 
 
 def _atomic_save(path, **arrays):
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".ckpt-", suffix=".npz", dir=d)
-    os.close(fd)
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_write(path) as f:
+        np.savez(f, **arrays)
 
 
 def _atomic_json(path, obj):
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".log-", dir=d)
-    with os.fdopen(fd, "w") as f:
+    with atomic_write(path, "w") as f:
         json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
 
 
 def pruned_bytes(model, masks, index_bits) -> int:
@@ -183,6 +173,8 @@ def run(cfg: Config, out_path, checkpoint_dir=None, progress=True, log_fn=print,
     done = 0
     if checkpoint_dir:
         os.makedirs(checkpoint_dir, exist_ok=True)
+        for p in clean_stale(checkpoint_dir):  # temp files of a run that was killed mid-write
+            log_fn(f"removed {p}: a temp file left by an interrupted checkpoint write")
         lp = os.path.join(checkpoint_dir, "log.json")
         if os.path.exists(lp):
             with open(lp) as f:

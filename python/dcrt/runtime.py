@@ -4,6 +4,7 @@ Thin: argument checks, array conversion, errors. The work happens in dcrt._core.
 """
 from __future__ import annotations
 
+import operator
 import os
 
 import numpy as np
@@ -21,16 +22,48 @@ def _core():
     return _core
 
 
+MAX_THREADS = 256  # the native pool's cap (csrc/model.hpp kMaxThreads)
+
+
+def _int_arg(value, name, lo, hi):
+    """An int in [lo, hi]: TypeError for another type (bool, float, str refused), ValueError
+    for one out of range. Messages name the argument only."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, got bool")
+    if not isinstance(value, int):
+        try:
+            value = operator.index(value)  # numpy integers
+        except TypeError:
+            raise TypeError(f"{name} must be an int, got {type(value).__name__}") from None
+    if not lo <= value <= hi:
+        shown = str(value) if abs(value) < 10 ** 30 else f"a {value.bit_length()}-bit number"
+        raise ValueError(f"{name} must be in {lo}..{hi}, got {shown}")
+    return int(value)
+
+
 def _threads(threads):
     if threads is None:
         try:
-            return len(os.sched_getaffinity(0))
+            n = len(os.sched_getaffinity(0))
         except AttributeError:  # pragma: no cover - not Linux
-            return os.cpu_count() or 1
-    threads = int(threads)
-    if threads < 1:
-        raise ValueError(f"threads must be >= 1, got {threads}")
-    return threads
+            n = os.cpu_count() or 1
+        return max(1, min(MAX_THREADS, n))
+    return _int_arg(threads, "threads", 1, MAX_THREADS)
+
+
+def _as_bytes(data, fn="loads"):
+    """bytes as they are; other bytes-like objects (bytearray, memoryview, numpy uint8 buffers)
+    copied once. Anything else (an int, a str, a list) is a TypeError: ``bytes(5)`` would make
+    five zero bytes and ``bytes(10**10)`` allocate 10 GB."""
+    if isinstance(data, bytes):
+        return data
+    try:
+        view = memoryview(data)
+    except TypeError:
+        raise TypeError(f"{fn}: data must be a bytes-like object (bytes, bytearray, memoryview), "
+                        f"got {type(data).__name__}") from None
+    with view:
+        return view.tobytes()
 
 
 class Model:
@@ -65,6 +98,14 @@ class Model:
     @property
     def threads(self) -> int:
         return self._m.threads
+
+    @property
+    def plan(self) -> dict:
+        """The per-sample buffer plan fixed at load: ``activation`` and ``padded`` (float32
+        elements of the largest activation and padded conv input), ``lin_cols``/``lin_rows``
+        (the batched linear blocks), ``bytes_per_sample`` (workspace bytes an infer call needs
+        per sample) and ``work`` (multiply-adds and element visits per sample)."""
+        return self._m.plan
 
     @property
     def load_stats(self) -> dict:
@@ -111,26 +152,37 @@ class Model:
         return f"<dcrt.Model {self.name!r} input={list(self.input_shape)} output={list(self.output_shape)}>"
 
 
-def loads(data, device: str = "cpu", threads: int | None = None):
-    """Load a model from the bytes of a .dcz file. Any malformed byte string raises
-    :class:`dcrt.FormatError` naming the section and field. ``device``: "cpu" (a :class:`Model`),
-    "cuda" or "cuda:N" (a :class:`dcrt.CudaModel`; :class:`dcrt.CudaUnavailableError` where
-    there is no CUDA module or device)."""
+def loads(data, device: str = "cpu", threads: int | None = None, *, max_activation: int | None = None,
+          max_work: int | None = None):
+    """Load a model from the bytes of a .dcz file (``bytes`` or any bytes-like object). Any
+    malformed byte string raises :class:`dcrt.FormatError` naming the section and field.
+
+    ``device``: "cpu" (a :class:`Model`), "cuda" or "cuda:N" (a :class:`dcrt.CudaModel`;
+    :class:`dcrt.CudaUnavailableError` where there is no CUDA module or device). ``threads``:
+    an int in 1..256 (default: the cores this process may run on).
+
+    A valid file may still declare a huge network. A server that loads files it does not trust
+    caps it: ``max_activation`` bounds every buffer the runtime plans, in float32 elements per
+    sample (the format's own bound is 2^28), and ``max_work`` the multiply-adds (and element
+    visits) per sample; a file over either raises :class:`dcrt.LimitError` at load, before
+    its weights are decoded. ``Model.plan`` reports both numbers for a loaded model."""
     if not isinstance(device, str) or not (device == "cpu" or device.startswith("cuda")):
         raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
-    if not isinstance(data, bytes):
-        data = bytes(data)
+    data = _as_bytes(data)
+    max_activation = (1 << 28) if max_activation is None else _int_arg(max_activation, "max_activation", 1, 1 << 62)
+    max_work = (1 << 63) - 1 if max_work is None else _int_arg(max_work, "max_work", 1, (1 << 63) - 1)
     if device != "cpu":
         from .cuda import load_cuda
         return load_cuda(data, device)
-    return Model(_core().Model(data, _threads(threads)))
+    return Model(_core().Model(data, _threads(threads), max_activation, max_work))
 
 
-def load(path, device: str = "cpu", threads: int | None = None):
+def load(path, device: str = "cpu", threads: int | None = None, *, max_activation: int | None = None,
+         max_work: int | None = None):
     """Load a .dcz file for inference. ``threads=None`` uses every core this process may run on
-    (CPU); ``device="cuda"`` keeps the model on the GPU (see :func:`loads`)."""
+    (CPU); ``device="cuda"`` keeps the model on the GPU; limits as in :func:`loads`."""
     with open(os.fspath(path), "rb") as f:
         data = f.read()
-    m = loads(data, device, threads)
+    m = loads(data, device, threads, max_activation=max_activation, max_work=max_work)
     m.path = os.fspath(path)
     return m
