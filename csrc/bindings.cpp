@@ -148,6 +148,13 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("output_shape", [](const Model& m) { return shape_tuple(m.output_shape()); })
       .def_property_readonly("meta_json", [](const Model& m) { return py::bytes(m.meta_json()); })
       .def_property_readonly("threads", &Model::threads)
+      .def_property_readonly("pool_stats",
+                             [](const Model& m) {
+                               py::dict d;
+                               d["wakeups"] = m.pool().wakeups();
+                               d["caller_blocks"] = m.pool().caller_blocks();
+                               return d;
+                             })
       .def_property_readonly("plan",
                              [](const Model& m) {
                                const BufferPlan& p = m.plan();
@@ -210,6 +217,8 @@ PYBIND11_MODULE(_core, m) {
                                  d["layer"] = o.layer;
                                  d["in_shape"] = shape_tuple(o.in);
                                  d["work"] = o.work;
+                                 d["threads_b1"] = m.op_threads(o, 1);
+                                 d["wakes_b1"] = m.op_wakes(o, 1);
                                  d["out_shape"] = shape_tuple(o.out);
                                  out.append(d);
                                }

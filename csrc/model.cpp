@@ -39,8 +39,12 @@ namespace {
 using clk = std::chrono::steady_clock;
 double secs(clk::time_point a, clk::time_point b) { return std::chrono::duration<double>(b - a).count(); }
 
-// Work below this many multiply-adds runs on one thread: waking workers costs more.
+// Work below this many multiply-adds runs on one thread: handing it over costs more.
 constexpr uint64_t kParallelMin = 1 << 13;
+// Ops below this much work (OpDesc::work, all samples) never wake a sleeping worker: measured
+// with bench/gap_latency.py, waking one for LeNet-300-100's ip1 (~19k entries) made calls after
+// a 1 ms gap 15-20% slower than threads=1, while LeNet-5's conv2 (~200k) gains.
+constexpr uint64_t kWakeMin = 1 << 16;
 
 }  // namespace
 
@@ -331,17 +335,30 @@ void Model::infer(const float* x, size_t n, float* y) const {
   std::memcpy(y, cur, n * output_shape().numel() * sizeof(float));
 }
 
+unsigned Model::op_threads(const OpDesc& op, size_t n) const {
+  return sat_mul(op.work, n) < kParallelMin ? 1 : pool_->size();
+}
+bool Model::op_wakes(const OpDesc& op, size_t n) const {
+  return op_threads(op, n) > 1 && sat_mul(op.work, n) >= kWakeMin;
+}
+
 void Model::run_op(const OpDesc& op, Workspace& ws, size_t n, float*& cur, float*& nxt) const {
   const size_t in_sz = op.in.numel(), out_sz = op.out.numel();
   const unsigned T = pool_->size();
+  // Sleeping workers are woken only for ops big enough to pay for the wake-up (a futex call on
+  // this thread, and tens of microseconds before a woken vCPU runs); smaller ops use the
+  // workers that are awake anyway (the previous op's), or run here alone.
+  const unsigned tasks = op_threads(op, n);
+  const bool wake = op_wakes(op, n);
+  const auto par = [&](size_t tasks, const std::function<void(size_t, unsigned)>& fn) {
+    pool_->parallel_for(tasks, fn, wake);
+  };
   switch (op.type) {
     case OpType::Linear: {
       const ExecLayer& L = layers_[op.layer];
-      const uint64_t work = (L.storage == kStoragePlain ? uint64_t(L.rows) * L.cols : L.n_entries) * n;
-      const unsigned tasks = work < kParallelMin ? 1 : T;
       if (L.storage == kStoragePlain) {
         const uint32_t blk = (L.rows + tasks - 1) / tasks;
-        pool_->parallel_for(n * tasks, [&](size_t t, unsigned) {
+        par(n * tasks, [&](size_t t, unsigned) {
           const size_t s = t / tasks;
           const uint32_t r0 = uint32_t(t % tasks) * blk, r1 = std::min(L.rows, r0 + blk);
           if (r0 < r1) linear_f32(L.weight.data(), L.bias.data(), cur + s * in_sz, nxt + s * out_sz, L.cols, r0, r1);
@@ -359,14 +376,14 @@ void Model::run_op(const OpDesc& op, Workspace& ws, size_t n, float*& cur, float
           if (tasks == 1 || shares == 1)
             spmv_rows_->spmv_rows(w, cur, nxt, 0, L.rows);
           else
-            pool_->parallel_for(shares, [&](size_t t, unsigned) { spmv_rows_->spmv_rows(w, cur, nxt, sp[t], sp[t + 1]); });
+            par(shares, [&](size_t t, unsigned) { spmv_rows_->spmv_rows(w, cur, nxt, sp[t], sp[t + 1]); });
         } else if (nlive) {
           const QTiles16 w = L.cols16.view(L.codebook.data());
           const auto& sp = L.cols16.split;
           if (tasks == 1 || L.cols16.split.size() == 2)
             spmv_cols_->spmv_cols(w, cur, live, nlive, nxt, 0, L.cols16.tiles);
           else
-            pool_->parallel_for(sp.size() - 1, [&](size_t t, unsigned) {
+            par(sp.size() - 1, [&](size_t t, unsigned) {
               spmv_cols_->spmv_cols(w, cur, live, nlive, nxt, sp[t], sp[t + 1]);
             });
         }
@@ -380,7 +397,7 @@ void Model::run_op(const OpDesc& op, Workspace& ws, size_t n, float*& cur, float
         // VGG-16 fc6 is 6.4 MB, 1.3 ms on one thread with a scalar transpose.
         const TransposeFn tr = transpose_->transpose;
         const size_t in_blocks = (L.cols + 63) / 64;
-        pool_->parallel_for(tasks == 1 ? 1 : std::min<size_t>(in_blocks, 4 * tasks), [&](size_t t, unsigned) {
+        par(tasks == 1 ? 1 : std::min<size_t>(in_blocks, 4 * tasks), [&](size_t t, unsigned) {
           const size_t parts = tasks == 1 ? 1 : std::min<size_t>(in_blocks, 4 * tasks);
           const size_t c0 = std::min<size_t>(L.cols, in_blocks * t / parts * 64);
           const size_t c1 = std::min<size_t>(L.cols, in_blocks * (t + 1) / parts * 64);
@@ -396,7 +413,7 @@ void Model::run_op(const OpDesc& op, Workspace& ws, size_t n, float*& cur, float
           std::call_once(*L.rows_once, [&] { build_row_tiles(L); });
           const unsigned chunks = tasks == 1 ? 1 : 8 * tasks;
           const auto& rw = L.row_work;
-          pool_->parallel_for(chunks, [&](size_t t, unsigned) {
+          par(chunks, [&](size_t t, unsigned) {
             // Equal shares of the non-zeros; each task walks the column tiles over its rows.
             const uint64_t lo = L.nnz * t / chunks, hi = L.nnz * (t + 1) / chunks;
             const uint32_t r0 = t == 0 ? 0 : uint32_t(std::lower_bound(rw.begin(), rw.end() - 1, lo) - rw.begin());
@@ -413,14 +430,14 @@ void Model::run_op(const OpDesc& op, Workspace& ws, size_t n, float*& cur, float
           // L2 while the entries stream by once per slice.
           const size_t slice = std::min<size_t>(16, std::max<size_t>(8, (n / tasks + 7) / 8 * 8));
           const size_t nt = (n + slice - 1) / slice;
-          pool_->parallel_for(nt, [&](size_t t, unsigned) {
+          par(nt, [&](size_t t, unsigned) {
             const size_t a = t * slice, b = std::min(n, a + slice);
             spmm_->spmm(w, xt + a, np, yt + a, np, b - a);
           });
         }
         const size_t out_blocks = (L.rows + 63) / 64;
         const size_t oparts = tasks == 1 ? 1 : std::min<size_t>(out_blocks, 4 * tasks);
-        pool_->parallel_for(oparts, [&](size_t t, unsigned) {
+        par(oparts, [&](size_t t, unsigned) {
           const size_t r0 = std::min<size_t>(L.rows, out_blocks * t / oparts * 64);
           const size_t r1 = std::min<size_t>(L.rows, out_blocks * (t + 1) / oparts * 64);
           tr(yt + r0 * np, np, nxt + r0, out_sz, r1 - r0, n);
@@ -435,18 +452,17 @@ void Model::run_op(const OpDesc& op, Workspace& ws, size_t n, float*& cur, float
       const size_t pad_sz = padded_size(g);
       const int64_t* tapoff = tapoff_[&op - ops_.data()].data();
       float* xpad = ws.xpad.data();
-      pool_->parallel_for(n, [&](size_t s, unsigned) { pad_input(g, cur + s * in_sz, xpad + s * pad_sz); });
+      par(n, [&](size_t s, unsigned) { pad_input(g, cur + s * in_sz, xpad + s * pad_sz); });
       // Tasks are rectangles of output channels x 4-row bands (disjoint writes): bands first, so
       // a task's input window stays in cache for all its channels; channel chunks only where
       // there are fewer than 8 bands per thread.
-      const uint64_t work = (L.storage == kStorageSparse ? L.nnz : uint64_t(L.rows) * L.cols) * out_sz / L.rows * n;
-      const bool split = work >= kParallelMin;
+      const bool split = tasks > 1;
       const uint32_t bands = split ? (g.out_h + kConvRowBlock - 1) / kConvRowBlock : 1;
       const uint32_t band_rows = split ? kConvRowBlock : g.out_h;
       const uint32_t oc_parts = split ? std::min<uint32_t>(L.rows, (8 * T + bands - 1) / bands) : 1;
       const uint32_t chunk = (L.rows + oc_parts - 1) / oc_parts, nchunk = (L.rows + chunk - 1) / chunk;
       const QConvRows w = L.storage == kStorageSparse ? L.conv_view() : QConvRows{};
-      pool_->parallel_for(n * nchunk * bands, [&](size_t t, unsigned) {
+      par(n * nchunk * bands, [&](size_t t, unsigned) {
         const size_t s = t / (nchunk * bands);
         const uint32_t oc0 = uint32_t(t / bands % nchunk) * chunk, oc1 = std::min(L.rows, oc0 + chunk);
         const uint32_t oy0 = uint32_t(t % bands) * band_rows, oy1 = std::min(g.out_h, oy0 + band_rows);
@@ -467,10 +483,10 @@ void Model::run_op(const OpDesc& op, Workspace& ws, size_t n, float*& cur, float
       const PoolGeom g{op.in.d[0], op.in.d[1], op.in.d[2], op.out.d[1], op.out.d[2],
                        op.p[0], op.p[1], op.p[2], op.p[3], op.p[4], op.p[5]};
       const auto pool = op.type == OpType::MaxPool ? maxpool_f32 : avgpool_f32;
-      if (n * in_sz < kParallelMin) {
+      if (tasks == 1) {
         for (size_t s = 0; s < n; ++s) pool(g, cur + s * in_sz, nxt + s * out_sz, 0, g.c);
       } else {
-        pool_->parallel_for(n * g.c, [&](size_t t, unsigned) {
+        par(n * g.c, [&](size_t t, unsigned) {
           const size_t s = t / g.c;
           const uint32_t c = uint32_t(t % g.c);
           pool(g, cur + s * in_sz, nxt + s * out_sz, c, c + 1);
@@ -481,7 +497,7 @@ void Model::run_op(const OpDesc& op, Workspace& ws, size_t n, float*& cur, float
     }
     case OpType::Lrn: {
       const size_t hw = size_t(op.in.d[1]) * op.in.d[2];
-      pool_->parallel_for(n, [&](size_t s, unsigned) {
+      par(n, [&](size_t s, unsigned) {
         lrn_f32(cur + s * in_sz, nxt + s * out_sz, op.in.d[0], hw, op.p[0], op.f[1], op.f[2], op.f[3]);
       });
       std::swap(cur, nxt);

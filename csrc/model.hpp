@@ -94,6 +94,11 @@ class Model {
   const LoadStats& load_stats() const { return stats_; }
   const BufferPlan& plan() const { return plan_; }
   unsigned threads() const { return pool_->size(); }
+  const ThreadPool& pool() const { return *pool_; }
+  // Per op and batch size: the threads it is split over (1 below a work threshold), and whether
+  // it wakes sleeping workers (only where the work pays for the wake-up).
+  unsigned op_threads(const OpDesc& op, size_t n) const;
+  bool op_wakes(const OpDesc& op, size_t n) const;
   const KernelInfo& spmv_rows() const { return *spmv_rows_; }
   const KernelInfo& spmv_cols() const { return *spmv_cols_; }
   const KernelInfo& spmm() const { return *spmm_; }

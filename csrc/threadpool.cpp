@@ -20,8 +20,16 @@ namespace {
 // inference and back-to-back inferences; after it the worker sleeps and costs nothing (the
 // caller never waits for it: see parallel_for).
 constexpr auto kSpinFor = std::chrono::microseconds(200);
-// How long the caller spins for workers that hold a task before it blocks on done_.
-constexpr auto kCallerSpin = std::chrono::microseconds(50);
+// How long the caller spins for workers that hold a task before it blocks on done_. Such a
+// worker is running (it claimed a task), so the wait is at most one task; blocking would add
+// a futex wake-up (tens of microseconds on a VM) to every op of a big network.
+constexpr auto kCallerSpin = std::chrono::microseconds(500);
+
+constexpr int64_t kSpinForNs = std::chrono::duration_cast<std::chrono::nanoseconds>(kSpinFor).count();
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
 
 // Spins until pred() or `limit` has passed; returns pred(). Every 16 rounds of pauses it
 // yields the core: if the thread it waits for shares this core it gets to run.
@@ -111,7 +119,7 @@ void ThreadPool::worker_loop(unsigned id) {
   }
 }
 
-void ThreadPool::parallel_for(size_t n_tasks, const std::function<void(size_t, unsigned)>& fn) {
+void ThreadPool::parallel_for(size_t n_tasks, const std::function<void(size_t, unsigned)>& fn, bool wake) {
   if (n_tasks == 0) return;
   std::unique_lock<std::mutex> busy(busy_, std::defer_lock);
   if (n_tasks == 1 || n_ == 1 || !busy.try_lock()) {
@@ -123,20 +131,23 @@ void ThreadPool::parallel_for(size_t n_tasks, const std::function<void(size_t, u
   next_.store(0, std::memory_order_relaxed);
   const uint64_t gen = ++gen_;
   state_.store(gen << 1 | 1);  // open (seq_cst: publishes fn_/n_tasks_/next_ too)
-  if (sleepers_.load() > 0) {
+  if (sleepers_.load() > 0 && (wake || now_ns() - last_end_ns_.load(std::memory_order_relaxed) < kSpinForNs)) {
     { std::lock_guard<std::mutex> lk(m_); }  // a sleeper is either in wait() or will see state_
     wake_.notify_all();
+    wakeups_.fetch_add(1, std::memory_order_relaxed);
   }
   run_tasks(0);
   state_.store(gen << 1);  // closed: every task is claimed; late workers claim nothing
   const auto finished = [&] { return inflight_.load() == 0; };
   if (!spin_until(finished, kCallerSpin)) {
     caller_waiting_.store(true);
+    caller_blocks_.fetch_add(1, std::memory_order_relaxed);
     std::unique_lock<std::mutex> lk(m_);
     done_.wait(lk, finished);
     caller_waiting_.store(false);
   }
   fn_ = nullptr;
+  last_end_ns_.store(now_ns(), std::memory_order_relaxed);
   std::lock_guard<std::mutex> lk(m_);
   if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
 }

@@ -21,6 +21,10 @@ class ThreadPool {
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
   unsigned size() const { return n_; }
+  // Slow-path counters (tests and diagnostics): futex wake-ups the callers issued, and times a
+  // caller blocked on a worker that held a task.
+  uint64_t wakeups() const { return wakeups_.load(std::memory_order_relaxed); }
+  uint64_t caller_blocks() const { return caller_blocks_.load(std::memory_order_relaxed); }
 
   // Runs fn(task, worker) for every task in [0, n_tasks); worker < size(). Blocks until done;
   // rethrows the first exception.
@@ -33,7 +37,11 @@ class ThreadPool {
   // and then so that a spinning worker never starves a caller scheduled on its core, and then
   // sleep. While another caller holds the pool (concurrent infer calls on one model) the
   // tasks run on the calling thread alone: no deadlock, no oversubscription.
-  void parallel_for(size_t n_tasks, const std::function<void(size_t, unsigned)>& fn);
+  // wake = false: the job is too small to pay for a wake-up, so sleeping workers are left
+  // asleep -- unless the previous job ended less than a spin window ago (a burst of
+  // back-to-back calls: one wake-up then keeps the workers spinning through it). Workers that
+  // are awake join in either way.
+  void parallel_for(size_t n_tasks, const std::function<void(size_t, unsigned)>& fn, bool wake = true);
 
  private:
   void worker_loop(unsigned id);
@@ -53,6 +61,8 @@ class ThreadPool {
   std::atomic<unsigned> sleepers_{0};    // workers blocked on wake_
   std::atomic<bool> caller_waiting_{false};
   std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> wakeups_{0}, caller_blocks_{0};
+  std::atomic<int64_t> last_end_ns_{INT64_MIN / 2};  // steady_clock, end of the last job
   std::exception_ptr error_;
 };
 

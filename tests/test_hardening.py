@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import time
 
 import numpy as np
 import pytest
@@ -322,3 +323,45 @@ def test_pipeline_checkpoint_killed_mid_write_is_cleaned_on_resume(tmp_path):
         stop_after="baseline")
     assert sorted(p.name for p in ck.iterdir()) == ["baseline.npz", "log.json"]
     assert any("interrupted checkpoint write" in str(m) for m in logs)
+
+
+# ---------------------------------------------------------------- thread pool
+def _big_linear(tmp_path):
+    from dcrt.nn import Linear, ReLU, Sequential, he_init
+    m = he_init(Sequential([Linear(2048, 1024, "a"), ReLU("r"), Linear(1024, 10, "b")], input_shape=(2048,),
+                           name="big"), 3)
+    p = tmp_path / "big.dcz"
+    dcrt.compress(m, p, density=0.3, progress=False)
+    return p
+
+
+def test_small_ops_never_wake_a_sleeping_worker():
+    """Below the wake threshold an op uses awake workers only: spaced calls on a small model
+    issue no futex wake-up at all (they used to wake, then spin-wait for, the worker)."""
+    m = dcrt.loads(GOLDEN, threads=2)
+    assert all(not op["wakes_b1"] for op in m._m.ops)
+    x = np.random.default_rng(0).random(m.input_shape, dtype=np.float32)
+    y0 = m.infer(x)
+    before = m._m.pool_stats["wakeups"]
+    for _ in range(5):
+        time.sleep(0.01)  # the worker spins 0.2 ms, then sleeps
+        np.testing.assert_array_equal(m.infer(x), y0)
+    assert m._m.pool_stats["wakeups"] == before
+
+
+def test_big_ops_wake_workers_and_spaced_calls_stay_exact(tmp_path):
+    """An op big enough wakes a sleeping worker; whatever the gap (around the workers' spin
+    window, where the join/close races live), outputs equal threads=1 bit for bit."""
+    p = _big_linear(tmp_path)
+    one, two = dcrt.load(p, threads=1), dcrt.load(p, threads=2)
+    assert [op["threads_b1"] for op in two._m.ops][0] == 2 and two._m.ops[0]["wakes_b1"]
+    rng = np.random.default_rng(1)
+    xs = rng.random((8, 2048), dtype=np.float32)
+    ref = [one.infer(x) for x in xs]
+    before = two._m.pool_stats["wakeups"]
+    for k in range(200):
+        time.sleep(float(rng.choice([0, 1e-4, 2e-4, 3e-4, 1e-3, 5e-3])))
+        i = k % len(xs)
+        np.testing.assert_array_equal(two.infer(xs[i]), ref[i])
+    assert two._m.pool_stats["wakeups"] > before
+    np.testing.assert_array_equal(two.infer(xs), one.infer(xs))  # batched path too

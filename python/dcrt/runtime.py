@@ -128,9 +128,17 @@ class Model:
     __call__ = infer
 
     def summary(self) -> str:
-        """The layer table as text (also printed by ``dcrt info``)."""
-        rows = [("op", "type", "output", "storage", "weights", "nnz", "bits w/idx", "kernel")]
+        """The layer table as text (also printed by ``dcrt info``): per op its output, storage,
+        non-zeros, bits, kernel and the threads it runs on at batch 1 ("2 if awake": split only
+        over workers already awake -- within a burst of back-to-back calls -- as it is too small
+        to pay for waking a sleeping one)."""
+        rows = [("op", "type", "output", "storage", "weights", "nnz", "bits w/idx", "threads", "kernel")]
         layers = self._m.layers
+
+        def thr(op):
+            t = op["threads_b1"]
+            return "1" if t == 1 else (f"{t}" if op["wakes_b1"] else f"{t} if awake")
+
         for i, op in enumerate(self._m.ops):
             if op["layer"] >= 0:
                 L = layers[op["layer"]]
@@ -139,12 +147,14 @@ class Model:
                              f"{L['rows'] * L['cols']:,}",
                              f"{L['nnz']:,} ({100 * dens:.1f}%)" if L["storage"] == "sparse" else "-",
                              f"{L['code_bits']}/{L['index_bits']}" if L["storage"] == "sparse" else "32/-",
-                             L["kernel"]))
+                             thr(op), L["kernel"]))
             else:
-                rows.append((f"{i}", op["type"], "x".join(map(str, op["out_shape"])), "", "", "", "", ""))
+                rows.append((f"{i}", op["type"], "x".join(map(str, op["out_shape"])), "", "", "", "", thr(op), ""))
         w = [max(len(r[k]) for r in rows) for k in range(len(rows[0]))]
+        plan = self._m.plan
         lines = [f"{self.name}: input {list(self.input_shape)} -> output {list(self.output_shape)}, "
-                 f"{self.threads} threads"]
+                 f"{self.threads} threads; workspace {plan['bytes_per_sample'] / 1024:,.1f} KiB and "
+                 f"{plan['work'] / 1e6:,.2f} M multiply-adds per sample"]
         lines += ["  ".join(c.ljust(w[k]) for k, c in enumerate(r)).rstrip() for r in rows]
         return "\n".join(lines)
 
