@@ -333,6 +333,7 @@ void Model::infer(const float* x, size_t n, float* y) const {
                            std::to_string(i) + ")");
   for (const OpDesc& op : ops_) run_op(op, ws, n, cur, nxt);
   std::memcpy(y, cur, n * output_shape().numel() * sizeof(float));
+  pool_->note_activity();
 }
 
 unsigned Model::op_threads(const OpDesc& op, size_t n) const {
@@ -348,8 +349,9 @@ void Model::run_op(const OpDesc& op, Workspace& ws, size_t n, float*& cur, float
   // Sleeping workers are woken only for ops big enough to pay for the wake-up (a futex call on
   // this thread, and tens of microseconds before a woken vCPU runs); smaller ops use the
   // workers that are awake anyway (the previous op's), or run here alone.
-  const unsigned tasks = op_threads(op, n);
   const bool wake = op_wakes(op, n);
+  // Split only where someone will help: alone, the caller runs the op's unsplit form.
+  const unsigned tasks = op_threads(op, n) > 1 && pool_->helpers_available(wake) ? T : 1;
   const auto par = [&](size_t tasks, const std::function<void(size_t, unsigned)>& fn) {
     pool_->parallel_for(tasks, fn, wake);
   };

@@ -119,6 +119,14 @@ void ThreadPool::worker_loop(unsigned id) {
   }
 }
 
+void ThreadPool::note_activity() { last_end_ns_.store(now_ns(), std::memory_order_relaxed); }
+
+bool ThreadPool::helpers_available(bool wake) const {
+  if (n_ == 1) return false;
+  if (sleepers_.load(std::memory_order_relaxed) < n_ - 1) return true;  // someone is awake
+  return wake || now_ns() - last_end_ns_.load(std::memory_order_relaxed) < kSpinForNs;
+}
+
 void ThreadPool::parallel_for(size_t n_tasks, const std::function<void(size_t, unsigned)>& fn, bool wake) {
   if (n_tasks == 0) return;
   std::unique_lock<std::mutex> busy(busy_, std::defer_lock);

@@ -21,6 +21,12 @@ class ThreadPool {
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
   unsigned size() const { return n_; }
+  // Whether a parallel_for(.., wake) now would have any help: a worker awake, or one it
+  // would wake. Where not, callers run the unsplit form of their work (a heuristic: a worker
+  // that wakes up meanwhile is simply not used).
+  bool helpers_available(bool wake) const;
+  // The owner's work (an inference) just ended: what "a burst of back-to-back calls" counts from.
+  void note_activity();
   // Slow-path counters (tests and diagnostics): futex wake-ups the callers issued, and times a
   // caller blocked on a worker that held a task.
   uint64_t wakeups() const { return wakeups_.load(std::memory_order_relaxed); }
