@@ -70,18 +70,19 @@ void avgpool_f32(const PoolGeom& g, const float* x, float* y, uint32_t c0, uint3
 }
 
 void lrn_f32(const float* x, float* y, uint32_t c, size_t hw, uint32_t size, float alpha, float beta, float k) {
+  // The window's sum of squares accumulates in y's own channel (x and y never alias), so
+  // inference allocates nothing here.
   const int64_t half = size / 2;
   const float a = alpha / float(size);
-  std::vector<float> acc(hw);
   for (int64_t ch = 0; ch < c; ++ch) {
-    std::fill(acc.begin(), acc.end(), 0.f);
+    float* yc = y + size_t(ch) * hw;
+    std::fill(yc, yc + hw, 0.f);
     for (int64_t j = std::max<int64_t>(0, ch - half); j <= std::min<int64_t>(c - 1, ch + half); ++j) {
       const float* xj = x + size_t(j) * hw;
-      for (size_t i = 0; i < hw; ++i) acc[i] += xj[i] * xj[i];
+      for (size_t i = 0; i < hw; ++i) yc[i] += xj[i] * xj[i];
     }
     const float* xc = x + size_t(ch) * hw;
-    float* yc = y + size_t(ch) * hw;
-    for (size_t i = 0; i < hw; ++i) yc[i] = xc[i] * std::pow(k + a * acc[i], -beta);
+    for (size_t i = 0; i < hw; ++i) yc[i] = xc[i] * std::pow(k + a * yc[i], -beta);
   }
 }
 

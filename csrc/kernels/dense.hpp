@@ -23,7 +23,7 @@ void relu_f32(const float* x, float* y, size_t n);
 // Channels [c0, c1) of one sample.
 void maxpool_f32(const PoolGeom& g, const float* x, float* y, uint32_t c0, uint32_t c1);
 void avgpool_f32(const PoolGeom& g, const float* x, float* y, uint32_t c0, uint32_t c1);
-// Caffe LRN across channels; one sample [c, hw].
+// Caffe LRN across channels; one sample [c, hw]; x and y must not overlap.
 void lrn_f32(const float* x, float* y, uint32_t c, size_t hw, uint32_t size, float alpha, float beta, float k);
 // Softmax over the channel axis of one sample [c, hw].
 void softmax_f32(const float* x, float* y, uint32_t c, size_t hw);
