@@ -30,6 +30,18 @@ const char* op_name(OpType t) {
     case OpType::Flatten: return "flatten";
     case OpType::Softmax: return "softmax";
     case OpType::Dropout: return "dropout";
+    case OpType::Add: return "add";
+    case OpType::Mul: return "mul";
+    case OpType::Concat: return "concat";
+    case OpType::GlobalAvgPool: return "global_avgpool";
+    case OpType::Pad: return "pad";
+    case OpType::Clip: return "clip";
+    case OpType::Sigmoid: return "sigmoid";
+    case OpType::HardSigmoid: return "hardsigmoid";
+    case OpType::HardSwish: return "hardswish";
+    case OpType::Silu: return "silu";
+    case OpType::Tanh: return "tanh";
+    case OpType::Gelu: return "gelu";
   }
   return "?";
 }
@@ -159,7 +171,7 @@ PYBIND11_MODULE(_core, m) {
                              [](const Model& m) {
                                const BufferPlan& p = m.plan();
                                py::dict d;
-                               d["activation"] = p.activation; d["padded"] = p.padded;
+                               d["activation"] = p.activation; d["arena"] = p.arena; d["padded"] = p.padded;
                                d["lin_cols"] = p.lin_cols; d["lin_rows"] = p.lin_rows;
                                d["work"] = p.work; d["bytes_per_sample"] = p.bytes_per_sample();
                                return d;
@@ -216,6 +228,7 @@ PYBIND11_MODULE(_core, m) {
                                  d["type"] = op_name(o.type);
                                  d["layer"] = o.layer;
                                  d["in_shape"] = shape_tuple(o.in);
+                                 d["inputs"] = o.inputs;
                                  d["work"] = o.work;
                                  d["threads_b1"] = m.op_threads(o, 1);
                                  d["wakes_b1"] = m.op_wakes(o, 1);

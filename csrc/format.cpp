@@ -179,10 +179,17 @@ void parse_graph(const uint8_t* b, uint64_t len, ParsedFile& f) {
   const uint32_t nn = gh.norm_count;
   if (nn != 0 && nn != 1 && nn != gh.input_shape[0])
     fail(w + ": norm_count " + std::to_string(nn) + " must be 0, 1 or input_shape[0]");
-  const uint64_t expect = sizeof(GraphHeader) + 8ull * nn + uint64_t(sizeof(OpRecord)) * gh.op_count;
-  if (len != expect)
-    fail(w + ": op_count " + std::to_string(gh.op_count) + " and norm_count " + std::to_string(nn) + " need " +
-         std::to_string(expect) + " bytes, section has " + std::to_string(len));
+  const uint64_t head = sizeof(GraphHeader) + 8ull * nn + uint64_t(sizeof(OpRecord)) * gh.op_count;
+  if (len < head)
+    fail(w + ": op_count " + std::to_string(gh.op_count) + " and norm_count " + std::to_string(nn) + " need at least " +
+         std::to_string(head) + " bytes, section has " + std::to_string(len));
+  const uint8_t* ops = b + sizeof(GraphHeader) + 8ull * nn;
+  uint64_t listed = 0;  // < 2^16 * 2^32: no wrap
+  for (uint32_t i = 0; i < gh.op_count; ++i) listed += load<OpRecord>(ops + uint64_t(i) * sizeof(OpRecord)).n_inputs;
+  if (len != head + 4 * listed)
+    fail(w + ": op_count " + std::to_string(gh.op_count) + ", norm_count " + std::to_string(nn) + " and " +
+         std::to_string(listed) + " listed inputs need " + std::to_string(head + 4 * listed) + " bytes, section has " +
+         std::to_string(len));
   f.mean.resize(nn);
   f.std.resize(nn);
   if (nn) {
@@ -192,31 +199,47 @@ void parse_graph(const uint8_t* b, uint64_t len, ParsedFile& f) {
   for (uint32_t i = 0; i < nn; ++i)
     if (!(std::fabs(f.mean[i]) <= kNormMax) || !(f.std[i] >= kStdMin && f.std[i] <= kNormMax))
       fail(w + ": normalisation[" + std::to_string(i) + "]: mean must be finite with |mean| <= 2^24, std in [2^-24, 2^24]");
-  const uint8_t* ops = b + sizeof(GraphHeader) + 8ull * nn;
+  const uint8_t* table = b + head;
+  uint64_t pos = 0;
   f.ops.resize(gh.op_count);
   for (uint32_t i = 0; i < gh.op_count; ++i) {
     auto r = load<OpRecord>(ops + uint64_t(i) * sizeof(OpRecord));
     const std::string wo = w + ": op[" + std::to_string(i) + "]";
-    if (r.type < 1 || r.type > 9) fail(wo + ": unknown op type " + std::to_string(r.type));
-    if (r.reserved) fail(wo + ": reserved must be zero");
+    if (r.type < 1 || r.type > kOpTypeMax) fail(wo + ": unknown op type " + std::to_string(r.type));
     OpDesc& o = f.ops[i];
     o.type = OpType(r.type);
     o.layer = r.layer;
     std::memcpy(o.p, r.p, sizeof o.p);
+    const bool binary = o.type == OpType::Add || o.type == OpType::Mul, concat = o.type == OpType::Concat;
+    if (r.n_inputs == 0) {
+      o.inputs.assign(1, i);
+    } else {
+      o.inputs.resize(r.n_inputs);
+      std::memcpy(o.inputs.data(), table + 4 * pos, 4ull * r.n_inputs);
+      pos += r.n_inputs;
+    }
+    const size_t k = o.inputs.size();
+    if ((binary ? k != 2 : concat ? k < 2 : k != 1) || (r.n_inputs == 0 && (binary || concat)))
+      fail(wo + ": " + std::to_string(r.n_inputs) + " inputs listed; " +
+           (binary ? "needs exactly 2" : concat ? "needs 2 or more" : "takes 1 (or 0: the previous op's output)"));
+    for (uint32_t t : o.inputs)
+      if (t > i)
+        fail(wo + ": input tensor " + std::to_string(t) + " is not produced before this op (ops in topological order)");
     int nparams = 0;
     switch (o.type) {
       case OpType::Conv2d: nparams = 5; break;
       case OpType::MaxPool: case OpType::AvgPool: nparams = 7; break;
-      case OpType::Lrn: nparams = 4; break;
-      case OpType::Dropout: nparams = 1; break;
+      case OpType::Lrn: case OpType::Pad: nparams = 4; break;
+      case OpType::Clip: case OpType::HardSigmoid: nparams = 2; break;
+      case OpType::Dropout: case OpType::Gelu: nparams = 1; break;
       default: break;
     }
-    for (int k = nparams; k < 8; ++k)
-      if (r.p[k]) fail(wo + ": unused params must be zero");
+    for (int q = nparams; q < 8; ++q)
+      if (r.p[q]) fail(wo + ": unused params must be zero");
     const bool weighted = o.type == OpType::Linear || o.type == OpType::Conv2d;
     if (weighted ? r.layer < 0 : r.layer != -1)
       fail(wo + ": layer " + std::to_string(r.layer) + (weighted ? ": needs a layer index" : ": must be -1"));
-    for (int k = 0; k < 4; ++k) o.f[k] = 0.f;
+    for (int q = 0; q < 4; ++q) o.f[q] = 0.f;
     if (o.type == OpType::Lrn) {
       o.f[1] = bits_f32(r.p[1]); o.f[2] = bits_f32(r.p[2]); o.f[3] = bits_f32(r.p[3]);
     } else if (o.type == OpType::Dropout) {
@@ -224,6 +247,15 @@ void parse_graph(const uint8_t* b, uint64_t len, ParsedFile& f) {
       if (!(o.f[0] >= 0.f && o.f[0] < 1.f)) fail(wo + " (dropout): p must be in [0, 1)");
     } else if ((o.type == OpType::MaxPool || o.type == OpType::AvgPool) && r.p[6] > 1) {
       fail(wo + ": ceil_mode must be 0 or 1");
+    } else if (o.type == OpType::Clip) {
+      o.f[0] = bits_f32(r.p[0]); o.f[1] = bits_f32(r.p[1]);
+      if (!std::isfinite(o.f[0]) || !std::isfinite(o.f[1]) || !(o.f[0] <= o.f[1]))
+        fail(wo + " (clip): min and max must be finite, min <= max");
+    } else if (o.type == OpType::HardSigmoid) {
+      o.f[0] = bits_f32(r.p[0]); o.f[1] = bits_f32(r.p[1]);
+      if (!std::isfinite(o.f[0]) || !std::isfinite(o.f[1])) fail(wo + " (hardsigmoid): alpha and beta must be finite");
+    } else if (o.type == OpType::Gelu && r.p[0] > 1) {
+      fail(wo + " (gelu): approximate must be 0 (erf) or 1 (tanh)");
     }
   }
 }
@@ -325,10 +357,17 @@ void parse_layer(const uint8_t* b, uint64_t len, uint32_t index, LayerDesc& L) {
 
 void check_graph(ParsedFile& f) {
   std::vector<int> used(f.layers.size(), 0);
-  Shape s = f.input;
+  std::vector<Shape> tensors{f.input};  // by tensor id
+  std::vector<uint32_t> readers(f.ops.size() + 1, 0);
   for (size_t i = 0; i < f.ops.size(); ++i) {
     OpDesc& o = f.ops[i];
     const std::string w = "GRAPH: op[" + std::to_string(i) + "]";
+    o.in_shapes.clear();
+    for (uint32_t t : o.inputs) {
+      o.in_shapes.push_back(tensors[t]);
+      readers[t]++;
+    }
+    Shape s = o.in_shapes[0];
     o.in = s;
     const LayerDesc* L = nullptr;
     if (o.layer >= 0) {
@@ -389,13 +428,52 @@ void check_graph(ParsedFile& f) {
       case OpType::Flatten:
         s = Shape{1, {uint32_t(s.numel()), 0, 0}};
         break;
+      case OpType::Add: case OpType::Mul: {
+        const Shape& a = o.in_shapes[0];
+        const Shape& b = o.in_shapes[1];
+        const bool same = a.ndim == b.ndim && a.d[0] == b.d[0] && a.d[1] == b.d[1] && a.d[2] == b.d[2];
+        if (!same) {
+          const bool bcast = a.ndim == 3 && b.ndim == 3 && a.d[0] == b.d[0] &&
+                             ((a.d[1] == 1 && a.d[2] == 1) || (b.d[1] == 1 && b.d[2] == 1));
+          if (!bcast) fail(w + ": input shapes do not match (equal, or [C, H, W] and [C, 1, 1])");
+          s = (b.d[1] == 1 && b.d[2] == 1) ? a : b;
+        }
+        break;
+      }
+      case OpType::Concat: {
+        const Shape& a = o.in_shapes[0];
+        uint64_t c = 0;
+        for (const Shape& q : o.in_shapes) {
+          if (q.ndim != a.ndim || (a.ndim == 3 ? q.d[1] != a.d[1] || q.d[2] != a.d[2] : a.ndim != 1))
+            fail(w + ": inputs must all be [C_k, H, W] with the same H, W (or all 1-D)");
+          c += q.d[0];  // <= 2^16 inputs x 2^28: no wrap
+        }
+        if (c > kMaxActivation) fail(w + ": output exceeds 2^28 elements per sample");
+        s.d[0] = uint32_t(c);
+        break;
+      }
+      case OpType::GlobalAvgPool:
+        need3();
+        s = Shape{3, {s.d[0], 1, 1}};
+        break;
+      case OpType::Pad: {
+        need3();
+        const uint64_t h = uint64_t(s.d[1]) + o.p[0] + o.p[1], wd = uint64_t(s.d[2]) + o.p[2] + o.p[3];
+        if (sat_mul(sat_mul(s.d[0], h), wd) > kMaxActivation) fail(w + ": output exceeds 2^28 elements per sample");
+        s = Shape{3, {s.d[0], uint32_t(h), uint32_t(wd)}};
+        break;
+      }
       default:
         break;
     }
     if (s.numel() > kMaxActivation) fail(w + ": output exceeds 2^28 elements per sample");
     if (!o.work) o.work = std::max(o.in.numel(), s.numel());  // elementwise ops
     o.out = s;
+    tensors.push_back(s);
   }
+  for (size_t t = 1; t < f.ops.size(); ++t)
+    if (!readers[t])
+      fail("GRAPH: op[" + std::to_string(t - 1) + "]'s output is read by no op (only the last op's output may be unread)");
   for (size_t li = 0; li < used.size(); ++li)
     if (used[li] != 1)
       fail("GRAPH: layer " + std::to_string(li) + " '" + f.layers[li].name + "' is used by " + std::to_string(used[li]) +

@@ -47,10 +47,12 @@ static_assert(sizeof(GraphHeader) == 32, "GraphHeader layout");
 
 struct OpRecord {             // §3.2, 40 bytes each after the normalisation arrays
   uint16_t type;              // OpType
-  int16_t reserved;           // 0
+  uint16_t n_inputs;          // 0: the previous op's output (1.0: reserved, 0); k: k ids in the input table
   int32_t layer;              // LAYER index for linear/conv2d, else -1
   uint32_t p[8];              // parameters by type; unused ones 0
 };
+// After the op records: uint32_t inputs[sum of n_inputs], each op's in op order. Tensor ids:
+// 0 the (normalised) graph input, j + 1 the output of op j (j < the reading op).
 static_assert(sizeof(OpRecord) == 40, "OpRecord layout");
 
 struct LayerHeader {          // §4.1
@@ -73,8 +75,12 @@ struct LayerHeader {          // §4.1
 static_assert(sizeof(LayerHeader) == 96, "LayerHeader layout");
 
 enum class OpType : uint16_t {  // append-only
-  Linear = 1, Conv2d = 2, Relu = 3, MaxPool = 4, AvgPool = 5, Lrn = 6, Flatten = 7, Softmax = 8, Dropout = 9
+  Linear = 1, Conv2d = 2, Relu = 3, MaxPool = 4, AvgPool = 5, Lrn = 6, Flatten = 7, Softmax = 8, Dropout = 9,
+  // 1.2
+  Add = 10, Mul = 11, Concat = 12, GlobalAvgPool = 13, Pad = 14, Clip = 15, Sigmoid = 16, HardSigmoid = 17,
+  HardSwish = 18, Silu = 19, Tanh = 20, Gelu = 21
 };
+constexpr uint16_t kOpTypeMax = 21;
 enum : uint32_t { kStoragePlain = 1, kStorageSparse = 2, kLayerLinear = 1, kLayerConv2d = 2 };
 enum : uint32_t { kSectionGraph = 1, kSectionMeta = 2, kSectionLayer = 3, kAncillary = 0x80000000u };
 constexpr uint64_t kSectionAlign = 64, kArrayAlign = 16;
@@ -92,8 +98,10 @@ struct OpDesc {
   OpType type;
   int32_t layer;
   uint32_t p[8];
-  float f[4];  // float views of params (lrn: alpha beta k; dropout: p)
-  Shape in, out;
+  float f[4];  // float views of params (lrn: alpha beta k; dropout: p; clip: min max; hardsigmoid: alpha beta)
+  std::vector<uint32_t> inputs;  // tensor ids (0 the graph input, j + 1 op j's output)
+  std::vector<Shape> in_shapes;  // one per input
+  Shape in, out;                 // in: in_shapes[0]
   uint64_t work = 0;  // per sample: multiply-adds (weighted ops) or element visits (others), saturating
 };
 

@@ -8,6 +8,7 @@
 
 #include "huffman.hpp"
 #include "kernels/dense.hpp"
+#include "kernels/elementwise.hpp"
 #include "relidx.hpp"
 
 namespace dcrt {
@@ -19,14 +20,14 @@ inline size_t batch_lanes(size_t n) { return (n + 7) / 8 * 8; }
 
 struct Workspace {
   size_t cap_n = 0;
-  std::vector<float> a, b, xt, yt, xpad;
+  std::vector<float> arena, xt, yt, xpad;
   std::vector<uint32_t> live;  // batch 1: the live input columns of a linear layer
+  std::vector<const float*> ins;  // the current op's input pointers
   // n samples of the load-time plan; sizes saturate (then the allocation fails with
   // bad_alloc) instead of wrapping.
   void reserve(size_t n, const BufferPlan& p) {
     if (n <= cap_n) return;
-    a.resize(sat_mul(n, p.activation));
-    b.resize(sat_mul(n, p.activation));
+    arena.resize(sat_mul(n, p.arena));
     xt.resize(n > 1 ? sat_mul(batch_lanes(n), p.lin_cols) : 0);
     yt.resize(n > 1 ? sat_mul(batch_lanes(n), p.lin_rows) : 0);
     live.resize(p.lin_cols);
@@ -143,6 +144,7 @@ Model::Model(const uint8_t* data, size_t size, unsigned threads, const LoadLimit
   if (plan_.work > limits.max_work)
     throw LimitError("the network needs " + std::to_string(plan_.work) +
                      " multiply-adds per sample, over max_work=" + std::to_string(limits.max_work));
+  plan_tensors();
   pool_ = std::make_unique<ThreadPool>(threads);
   decode_layers(f);
   tapoff_.assign(ops_.size(), {});
@@ -162,6 +164,82 @@ Model::Model(const uint8_t* data, size_t size, unsigned threads, const LoadLimit
 }
 
 Model::~Model() = default;
+
+namespace {
+bool is_unary(OpType t) {
+  switch (t) {
+    case OpType::Relu: case OpType::Clip: case OpType::Sigmoid: case OpType::HardSigmoid: case OpType::HardSwish:
+    case OpType::Silu: case OpType::Tanh: case OpType::Gelu:
+      return true;
+    default:
+      return false;
+  }
+}
+}  // namespace
+
+// Arena plan by liveness. A tensor lives from the op that writes it to the last op that reads it
+// (or one of its aliases); flatten and dropout alias their input, and an elementwise op whose
+// input dies there runs in place. Buffers are placed biggest first at the lowest offset that
+// overlaps no buffer alive at the same time (TFLite's greedy-by-size).
+void Model::plan_tensors() {
+  const size_t T = ops_.size() + 1;
+  std::vector<uint64_t> size(T), last(T, 0);
+  std::vector<size_t> root(T);
+  size[0] = input_.numel();
+  for (size_t i = 0; i < ops_.size(); ++i) {
+    size[i + 1] = ops_[i].out.numel();
+    for (uint32_t t : ops_[i].inputs) last[t] = std::max<uint64_t>(last[t], i);
+  }
+  last[T - 1] = ops_.size();  // the output outlives every op
+  for (size_t t = 0; t < T; ++t) root[t] = t;
+  for (size_t i = 0; i < ops_.size(); ++i) {
+    const OpDesc& op = ops_[i];
+    const size_t in = op.inputs[0], r = root[in];
+    if (op.type == OpType::Flatten || op.type == OpType::Dropout) {
+      root[i + 1] = r;
+    } else if (is_unary(op.type)) {
+      bool dies = true;  // no reader of r's buffer after this op
+      for (size_t u = 0; u <= i && dies; ++u)
+        if (root[u] == r && last[u] > i) dies = false;
+      if (dies) root[i + 1] = r;
+    }
+  }
+  struct Buf { size_t r; uint64_t size, start, end, off; };
+  std::vector<Buf> bufs;
+  std::vector<size_t> buf_of(T, SIZE_MAX);
+  for (size_t t = 0; t < T; ++t) {
+    const size_t r = root[t];
+    if (buf_of[r] == SIZE_MAX) {
+      buf_of[r] = bufs.size();
+      bufs.push_back({r, size[r], r == 0 ? 0 : r - 1, 0, 0});  // tensor r is written by op r - 1
+    }
+    Buf& b = bufs[buf_of[r]];
+    b.end = std::max(b.end, last[t]);
+  }
+  std::vector<size_t> order(bufs.size());
+  for (size_t k = 0; k < order.size(); ++k) order[k] = k;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return bufs[a].size > bufs[b].size; });
+  std::vector<size_t> placed;
+  uint64_t peak = 0;
+  for (size_t k : order) {
+    Buf& b = bufs[k];
+    std::vector<std::pair<uint64_t, uint64_t>> busy;  // [off, off + size) of overlapping lifetimes
+    for (size_t q : placed)
+      if (bufs[q].start <= b.end && b.start <= bufs[q].end) busy.push_back({bufs[q].off, bufs[q].off + bufs[q].size});
+    std::sort(busy.begin(), busy.end());
+    uint64_t off = 0;
+    for (const auto& iv : busy) {
+      if (iv.first >= off + b.size) break;  // the gap before this one fits
+      off = std::max(off, iv.second);
+    }
+    b.off = off;
+    peak = std::max(peak, off + b.size);
+    placed.push_back(k);
+  }
+  tensor_off_.resize(T);
+  for (size_t t = 0; t < T; ++t) tensor_off_[t] = bufs[buf_of[root[t]]].off;
+  plan_.arena = peak;
+}
 
 void Model::decode_layers(ParsedFile& f) {
   layers_.resize(f.layers.size());
@@ -289,8 +367,8 @@ void Model::infer(const float* x, size_t n, float* y) const {
     ~Guard() { m->release(ws); }
   } g{this, acquire(n)};
   Workspace& ws = *g.ws;
-  float* cur = ws.a.data();
-  float* nxt = ws.b.data();
+  float* const arena = ws.arena.data();
+  float* cur = arena + n * tensor_off_[0];
   // Normalise into the first buffer, rejecting non-finite input on the way.
   const size_t per = input_.numel();
   const size_t C = mean_.size(), inner = C ? per / C : per;
@@ -331,8 +409,14 @@ void Model::infer(const float* x, size_t n, float* y) const {
         if (!std::isfinite(x[s * per + i]))
           throw InputError("input contains NaN or Inf (sample " + std::to_string(s) + ", flat index " +
                            std::to_string(i) + ")");
-  for (const OpDesc& op : ops_) run_op(op, ws, n, cur, nxt);
-  std::memcpy(y, cur, n * output_shape().numel() * sizeof(float));
+  std::vector<const float*>& ins = ws.ins;  // grows once, to the widest concat
+  for (size_t i = 0; i < ops_.size(); ++i) {
+    const OpDesc& op = ops_[i];
+    ins.resize(op.inputs.size());
+    for (size_t k = 0; k < op.inputs.size(); ++k) ins[k] = arena + n * tensor_off_[op.inputs[k]];
+    run_op(op, ws, n, ins.data(), arena + n * tensor_off_[i + 1]);
+  }
+  std::memcpy(y, arena + n * tensor_off_.back(), n * output_shape().numel() * sizeof(float));
   pool_->note_activity();
 }
 
@@ -343,7 +427,9 @@ bool Model::op_wakes(const OpDesc& op, size_t n) const {
   return op_threads(op, n) > 1 && sat_mul(op.work, n) >= kWakeMin;
 }
 
-void Model::run_op(const OpDesc& op, Workspace& ws, size_t n, float*& cur, float*& nxt) const {
+void Model::run_op(const OpDesc& op, Workspace& ws, size_t n, const float* const* in, float* out) const {
+  const float* cur = in[0];
+  float* nxt = out;  // may equal cur: flatten, dropout, an elementwise op run in place (plan_tensors)
   const size_t in_sz = op.in.numel(), out_sz = op.out.numel();
   const unsigned T = pool_->size();
   // Sleeping workers are woken only for ops big enough to pay for the wake-up (a futex call on
@@ -445,7 +531,6 @@ void Model::run_op(const OpDesc& op, Workspace& ws, size_t n, float*& cur, float
           tr(yt + r0 * np, np, nxt + r0, out_sz, r1 - r0, n);
         });
       }
-      std::swap(cur, nxt);
       break;
     }
     case OpType::Conv2d: {
@@ -475,11 +560,62 @@ void Model::run_op(const OpDesc& op, Workspace& ws, size_t n, float*& cur, float
           conv_f32(L.weight.data(), L.cols, g, tapoff, L.bias.data(), xpad + s * pad_sz, nxt + s * out_sz, oc0, oc1,
                    oy0, oy1);
       });
-      std::swap(cur, nxt);
       break;
     }
-    case OpType::Relu:
-      relu_f32(cur, cur, n * in_sz);
+    case OpType::Relu: case OpType::Clip: case OpType::Sigmoid: case OpType::HardSigmoid: case OpType::HardSwish:
+    case OpType::Silu: case OpType::Tanh: case OpType::Gelu: {
+      const Unary f = op.type == OpType::Relu ? Unary::Relu : op.type == OpType::Clip ? Unary::Clip
+                      : op.type == OpType::Sigmoid ? Unary::Sigmoid : op.type == OpType::HardSigmoid ? Unary::HardSigmoid
+                      : op.type == OpType::HardSwish ? Unary::HardSwish : op.type == OpType::Silu ? Unary::Silu
+                      : op.type == OpType::Tanh ? Unary::Tanh : op.p[0] ? Unary::GeluTanh : Unary::GeluErf;
+      const size_t total = n * in_sz;
+      if (tasks == 1) {
+        unary_f32(f, cur, nxt, total, op.f[0], op.f[1]);
+      } else {
+        const size_t parts = 4 * size_t(tasks), step = (total + parts - 1) / parts;
+        par(parts, [&](size_t t, unsigned) {
+          const size_t a = std::min(total, t * step), b = std::min(total, a + step);
+          unary_f32(f, cur + a, nxt + a, b - a, op.f[0], op.f[1]);
+        });
+      }
+      break;
+    }
+    case OpType::Add: case OpType::Mul: {
+      const Shape& sa = op.in_shapes[0];
+      const Shape& sb = op.in_shapes[1];
+      const bool a_small = sa.numel() < out_sz, b_small = sb.numel() < out_sz;
+      const size_t c = op.out.ndim == 3 ? op.out.d[0] : 1, hw = out_sz / c;
+      const size_t na = sa.numel(), nb = sb.numel();
+      const auto one = [&](size_t s0, unsigned) {
+        binary_f32(op.type == OpType::Mul, in[0] + s0 * na, in[1] + s0 * nb, nxt + s0 * out_sz, c, hw, a_small, b_small);
+      };
+      if (tasks == 1 || n == 1)
+        for (size_t s0 = 0; s0 < n; ++s0) one(s0, 0);
+      else
+        par(n, one);
+      break;
+    }
+    case OpType::Concat: {
+      // Per sample, the inputs' channel blocks one after the other ([C_k, H, W] are contiguous).
+      for (size_t s0 = 0; s0 < n; ++s0) {
+        float* d = nxt + s0 * out_sz;
+        for (size_t k = 0; k < op.inputs.size(); ++k) {
+          const size_t m = op.in_shapes[k].numel();
+          std::memcpy(d, in[k] + s0 * m, m * sizeof(float));
+          d += m;
+        }
+      }
+      break;
+    }
+    case OpType::GlobalAvgPool: {
+      const size_t c = op.in.d[0], hw = in_sz / c;
+      for (size_t s0 = 0; s0 < n; ++s0) global_avgpool_f32(cur + s0 * in_sz, nxt + s0 * out_sz, c, hw);
+      break;
+    }
+    case OpType::Pad:
+      for (size_t s0 = 0; s0 < n; ++s0)
+        pad_f32(cur + s0 * in_sz, nxt + s0 * out_sz, op.in.d[0], op.in.d[1], op.in.d[2], op.p[0], op.p[1], op.p[2],
+                op.p[3]);
       break;
     case OpType::MaxPool: case OpType::AvgPool: {
       const PoolGeom g{op.in.d[0], op.in.d[1], op.in.d[2], op.out.d[1], op.out.d[2],
@@ -494,7 +630,6 @@ void Model::run_op(const OpDesc& op, Workspace& ws, size_t n, float*& cur, float
           pool(g, cur + s * in_sz, nxt + s * out_sz, c, c + 1);
         });
       }
-      std::swap(cur, nxt);
       break;
     }
     case OpType::Lrn: {
@@ -502,18 +637,17 @@ void Model::run_op(const OpDesc& op, Workspace& ws, size_t n, float*& cur, float
       par(n, [&](size_t s, unsigned) {
         lrn_f32(cur + s * in_sz, nxt + s * out_sz, op.in.d[0], hw, op.p[0], op.f[1], op.f[2], op.f[3]);
       });
-      std::swap(cur, nxt);
       break;
     }
     case OpType::Softmax: {
       const uint32_t c = op.in.d[0];
       const size_t hw = in_sz / c;
       for (size_t s = 0; s < n; ++s) softmax_f32(cur + s * in_sz, nxt + s * out_sz, c, hw);
-      std::swap(cur, nxt);
       break;
     }
     case OpType::Flatten: case OpType::Dropout:
-      break;  // layout unchanged: a no-op at inference
+      if (nxt != cur) std::memcpy(nxt, cur, n * in_sz * sizeof(float));  // always aliased by plan_tensors
+      break;
   }
 }
 

@@ -65,11 +65,12 @@ constexpr unsigned kMaxThreads = 256;
 
 // The per-sample buffer plan, fixed at load: infer(n) allocates n times these and nothing else.
 struct BufferPlan {
-  uint64_t activation = 0;  // elements: the largest input/output of any op (two such buffers)
+  uint64_t activation = 0;  // elements: the largest tensor (input or op output)
+  uint64_t arena = 0;       // elements: the tensors' arena, planned by liveness (its peak)
   uint64_t padded = 0;      // elements: the largest padded conv input
   uint64_t lin_cols = 0, lin_rows = 0;  // batched linear layers' transposed blocks
   uint64_t work = 0;        // multiply-adds and element visits per sample, all ops
-  uint64_t bytes_per_sample() const { return 4 * (2 * activation + padded + lin_cols + lin_rows); }
+  uint64_t bytes_per_sample() const { return 4 * (arena + padded + lin_cols + lin_rows); }
 };
 
 struct Workspace;
@@ -93,6 +94,7 @@ class Model {
   const std::vector<OpDesc>& ops() const { return ops_; }
   const LoadStats& load_stats() const { return stats_; }
   const BufferPlan& plan() const { return plan_; }
+  const std::vector<uint64_t>& tensor_offsets() const { return tensor_off_; }
   unsigned threads() const { return pool_->size(); }
   const ThreadPool& pool() const { return *pool_; }
   // Per op and batch size: the threads it is split over (1 below a work threshold), and whether
@@ -108,7 +110,8 @@ class Model {
 
  private:
   void decode_layers(ParsedFile& f);
-  void run_op(const OpDesc& op, Workspace& ws, size_t n, float*& cur, float*& nxt) const;
+  void plan_tensors();
+  void run_op(const OpDesc& op, Workspace& ws, size_t n, const float* const* in, float* out) const;
   Workspace* acquire(size_t n) const;
   void release(Workspace* ws) const;
 
@@ -120,6 +123,9 @@ class Model {
   std::string meta_json_;
   LoadStats stats_;
   BufferPlan plan_;
+  // Per tensor id (0 the input, j + 1 op j's output): per-sample element offset in the arena.
+  // Tensors that alias (flatten, dropout, an elementwise op run in place) share an offset.
+  std::vector<uint64_t> tensor_off_;
   std::unique_ptr<ThreadPool> pool_;
   const KernelInfo *spmv_rows_, *spmv_cols_, *spmm_, *spmm_rows_, *conv_, *huff_, *transpose_;
   mutable std::mutex ws_mutex_;

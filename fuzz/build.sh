@@ -17,7 +17,7 @@ declare -A ISA=(
   [csrc/huffman_bmi2.cpp]="-mbmi -mbmi2"
 )
 SRC=(csrc/crc32.cpp csrc/format.cpp csrc/huffman.cpp csrc/relidx.cpp csrc/kernels/qsparse.cpp
-     csrc/kernels/spmv16.cpp csrc/kernels/dense.cpp csrc/registry.cpp csrc/threadpool.cpp csrc/model.cpp
+     csrc/kernels/spmv16.cpp csrc/kernels/dense.cpp csrc/kernels/elementwise.cpp csrc/registry.cpp csrc/threadpool.cpp csrc/model.cpp
      csrc/kernels/qsparse_avx2.cpp csrc/kernels/spmv16_bmi2.cpp csrc/huffman_bmi2.cpp fuzz/fuzz_load.cpp)
 pids=() objs=()
 for s in "${SRC[@]}"; do

@@ -62,7 +62,7 @@ def test_column_counts_pack_roundtrip(counts):
 def test_header_layout():
     data = fmt.pack_file(fmt.Graph((4,), np.zeros(0), np.zeros(0), [fmt.Op("relu")]), {"name": "r"}, [])
     assert data[:8] == b"\x89DCZ\r\n\x1a\n"
-    assert struct.unpack_from("<HHIQQ", data, 8) == (1, 1, 2, len(data), 64)
+    assert struct.unpack_from("<HHIQQ", data, 8) == (1, fmt.VERSION_MINOR, 2, len(data), 64)
     secs = [struct.unpack_from("<IIQQ", data, 64 + 32 * i) for i in range(2)]
     assert secs[0][:3] == (fmt.KIND_GRAPH, 0, 128) and secs[1][2] % 64 == 0
     f = fmt.loads(data)
@@ -172,9 +172,9 @@ def test_golden_v1_0_file_still_loads(tmp_path):
     data, exp = golden()
     with open(os.path.join(GOLDEN, "tiny-v1.0.dcz"), "rb") as f:
         old = f.read()
-    assert struct.unpack_from("<HH", old, 8) == (1, 0) and struct.unpack_from("<HH", data, 8) == (1, 1)
+    assert struct.unpack_from("<HH", old, 8) == (1, 0) and struct.unpack_from("<HH", data, 8) == (1, fmt.VERSION_MINOR)
     f0, f1 = fmt.loads(old), fmt.loads(data)
-    assert f0.version == (1, 0) and f1.version == (1, 1)
+    assert f0.version == (1, 0) and f1.version == (1, fmt.VERSION_MINOR)
     for a, b in zip(f0.layers, f1.layers):
         np.testing.assert_array_equal(a.dense_weight(), b.dense_weight())
     p = tmp_path / "old.dcz"

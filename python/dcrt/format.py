@@ -22,7 +22,7 @@ from .sparse import decode_rows
 # §1 file header ---------------------------------------------------------------
 MAGIC = b"\x89DCZ\r\n\x1a\n"
 VERSION_MAJOR = 1
-VERSION_MINOR = 1  # 1.1: tighter geometry and normalisation bounds (docs/format.md changelog)
+VERSION_MINOR = 2  # 1.1: tighter bounds; 1.2: op inputs (graphs with branches), 12 op types (changelog)
 HEADER = struct.Struct("<8sHHIQQII20sI")  # 64 bytes
 SECTION = struct.Struct("<IIQQII")  # 32 bytes
 SECTION_ALIGN = 64  # every section starts on a 64-byte boundary (mmap, cache lines)
@@ -37,11 +37,22 @@ ANCILLARY = 0x8000_0000
 
 # §3 graph ------------------------------------------------------------------------
 GRAPH_HEADER = struct.Struct("<II4III")  # 32 bytes
-OP = struct.Struct("<Hhi8I")  # 40 bytes: type, reserved(0), layer, params[8]
+OP = struct.Struct("<HHi8I")  # 40 bytes: type, n_inputs (1.0: reserved, 0), layer, params[8]
 OP_LINEAR, OP_CONV2D, OP_RELU, OP_MAXPOOL, OP_AVGPOOL, OP_LRN, OP_FLATTEN, OP_SOFTMAX, OP_DROPOUT = range(1, 10)
+# 1.2: graphs with branches and the ops of modern CNNs (append-only)
+(OP_ADD, OP_MUL, OP_CONCAT, OP_GLOBAL_AVGPOOL, OP_PAD, OP_CLIP, OP_SIGMOID, OP_HARDSIGMOID, OP_HARDSWISH, OP_SILU,
+ OP_TANH, OP_GELU) = range(10, 22)
 OP_NAMES = {OP_LINEAR: "linear", OP_CONV2D: "conv2d", OP_RELU: "relu", OP_MAXPOOL: "maxpool",
             OP_AVGPOOL: "avgpool", OP_LRN: "lrn", OP_FLATTEN: "flatten", OP_SOFTMAX: "softmax",
-            OP_DROPOUT: "dropout"}
+            OP_DROPOUT: "dropout", OP_ADD: "add", OP_MUL: "mul", OP_CONCAT: "concat",
+            OP_GLOBAL_AVGPOOL: "global_avgpool", OP_PAD: "pad", OP_CLIP: "clip", OP_SIGMOID: "sigmoid",
+            OP_HARDSIGMOID: "hardsigmoid", OP_HARDSWISH: "hardswish", OP_SILU: "silu", OP_TANH: "tanh",
+            OP_GELU: "gelu"}
+#: parameters used per op type (§3.2); the rest must be 0
+OP_NPARAMS = {"conv2d": 5, "maxpool": 7, "avgpool": 7, "lrn": 4, "dropout": 1, "pad": 4, "clip": 2,
+              "hardsigmoid": 2, "gelu": 1}
+BINARY_OPS = ("add", "mul")  # exactly two inputs; concat: two or more; every other op: one
+MAX_INPUTS = 1 << 16
 OP_CODES = {v: k for k, v in OP_NAMES.items()}
 MAX_ACTIVATION = 1 << 28  # elements per sample, any activation or planned buffer (bounds buffers)
 NORM_MAX = float(1 << 24)  # |mean| <= 2^24, 2^-24 <= std <= 2^24 (§3.1)
@@ -153,6 +164,9 @@ class Op:
     type: str
     layer: int = -1
     params: dict = field(default_factory=dict)
+    #: tensor ids it reads (§3.2): 0 the graph input, j + 1 the output of op j. None (writer
+    #: side): the previous op's output. The reader always fills it in.
+    inputs: list | None = None
 
 
 @dataclass
@@ -218,7 +232,7 @@ class DczFile:
 # ----------------------------------------------------------------------------------
 # Writer
 # ----------------------------------------------------------------------------------
-def _pack_op(op: Op) -> bytes:
+def _pack_op(op: Op, n_inputs: int = 0) -> bytes:
     p = [0] * 8
     t = op.type
     if t == "conv2d":
@@ -232,15 +246,32 @@ def _pack_op(op: Op) -> bytes:
                  _f32_bits(op.params["k"])]
     elif t == "dropout":
         p[0] = _f32_bits(op.params.get("p", 0.5))
-    return OP.pack(OP_CODES[t], 0, op.layer, *[int(v) for v in p])
+    elif t == "pad":
+        p[:4] = op.params["pads"]  # top, bottom, left, right
+    elif t == "clip":
+        p[:2] = [_f32_bits(op.params["min"]), _f32_bits(op.params["max"])]
+    elif t == "hardsigmoid":
+        p[:2] = [_f32_bits(op.params.get("alpha", 1 / 6)), _f32_bits(op.params.get("beta", 0.5))]
+    elif t == "gelu":
+        p[0] = {"none": 0, "tanh": 1}[op.params.get("approximate", "none")]
+    return OP.pack(OP_CODES[t], n_inputs, op.layer, *[int(v) for v in p])
+
+
+def _op_inputs(i: int, op: Op) -> list:
+    """The tensor ids op i reads; an empty list where it reads the previous op's output and
+    that is stored implicitly (n_inputs = 0, the 1.0 chain: old readers still read it)."""
+    ins = [i] if op.inputs is None else [int(t) for t in op.inputs]
+    return [] if len(ins) == 1 and ins[0] == i and op.type not in BINARY_OPS + ("concat",) else ins
 
 
 def pack_graph(g: Graph) -> bytes:
     shape = list(g.input_shape) + [0] * (4 - len(g.input_shape))
     mean = np.asarray(g.mean, "<f4").reshape(-1)
     std = np.asarray(g.std, "<f4").reshape(-1)
+    ins = [_op_inputs(i, op) for i, op in enumerate(g.ops)]
     out = [GRAPH_HEADER.pack(len(g.ops), len(g.input_shape), *shape, mean.size, 0), mean.tobytes(), std.tobytes()]
-    out += [_pack_op(op) for op in g.ops]
+    out += [_pack_op(op, len(ii)) for op, ii in zip(g.ops, ins)]
+    out += [np.asarray([t for ii in ins for t in ii], "<u4").tobytes()]
     return b"".join(out)
 
 
@@ -438,9 +469,15 @@ def parse_graph(body) -> Graph:
         raise FormatError(f"{where}: input_shape {list(shape[:ndim])} exceeds {MAX_ACTIVATION} elements")
     if nnorm not in (0, 1, shape[0]):
         raise FormatError(f"{where}: norm_count {nnorm} must be 0, 1 or input_shape[0]={shape[0]}")
-    expect = GRAPH_HEADER.size + 8 * nnorm + OP.size * nops
+    head = GRAPH_HEADER.size + 8 * nnorm + OP.size * nops
+    if len(body) < head:
+        raise FormatError(f"{where}: op_count {nops} and norm_count {nnorm} need at least {head} bytes, "
+                          f"section has {len(body)}")
+    n_in = [OP.unpack_from(body, GRAPH_HEADER.size + 8 * nnorm + i * OP.size)[1] for i in range(nops)]
+    expect = head + 4 * sum(n_in)
     if len(body) != expect:
-        raise FormatError(f"{where}: op_count {nops} and norm_count {nnorm} need {expect} bytes, section has {len(body)}")
+        raise FormatError(f"{where}: op_count {nops}, norm_count {nnorm} and {sum(n_in)} listed inputs need "
+                          f"{expect} bytes, section has {len(body)}")
     mean = np.frombuffer(body, "<f4", nnorm, GRAPH_HEADER.size).astype(np.float32)
     std = np.frombuffer(body, "<f4", nnorm, GRAPH_HEADER.size + 4 * nnorm).astype(np.float32)
     for i in range(nnorm):
@@ -451,15 +488,27 @@ def parse_graph(body) -> Graph:
         mean, std = np.zeros(1, np.float32), np.ones(1, np.float32)
     ops = []
     base = GRAPH_HEADER.size + 8 * nnorm
+    table = np.frombuffer(body, "<u4", sum(n_in), head).astype(np.int64)
+    pos = 0
     for i in range(nops):
-        t, res, layer, *p = OP.unpack_from(body, base + i * OP.size)
+        t, nin, layer, *p = OP.unpack_from(body, base + i * OP.size)
         w = f"{where}: op[{i}]"
         if t not in OP_NAMES:
             raise FormatError(f"{w}: unknown op type {t}")
         name = OP_NAMES[t]
-        if res:
-            raise FormatError(f"{w}: reserved must be zero")
-        nparams = {"conv2d": 5, "maxpool": 7, "avgpool": 7, "lrn": 4, "dropout": 1}.get(name, 0)
+        inputs = [i] if nin == 0 else [int(v) for v in table[pos:pos + nin]]
+        pos += nin
+        arity_ok = (len(inputs) == 2 if name in BINARY_OPS else len(inputs) >= 2 if name == "concat"
+                    else len(inputs) == 1)
+        if not arity_ok or (nin == 0 and name in BINARY_OPS + ("concat",)):
+            raise FormatError(f"{w} ({name}): {nin} inputs listed; "
+                              + ("needs exactly 2" if name in BINARY_OPS else "needs 2 or more" if name == "concat"
+                                 else "takes 1 (or 0: the previous op's output)"))
+        for v in inputs:
+            if v > i:
+                raise FormatError(f"{w} ({name}): input tensor {v} is not produced before this op (ids: 0 the "
+                                  f"graph input, j+1 the output of op j; ops in topological order)")
+        nparams = OP_NPARAMS.get(name, 0)
         if any(p[nparams:]):
             raise FormatError(f"{w} ({name}): unused params must be zero")
         weighted = name in ("linear", "conv2d")
@@ -477,9 +526,23 @@ def parse_graph(body) -> Graph:
             params = {"p": _bits_f32(p[0])}
             if not 0.0 <= params["p"] < 1.0:
                 raise FormatError(f"{w} (dropout): p must be in [0, 1)")
+        elif name == "pad":
+            params = {"pads": tuple(p[:4])}
+        elif name == "clip":
+            params = {"min": _bits_f32(p[0]), "max": _bits_f32(p[1])}
+            if not (math.isfinite(params["min"]) and math.isfinite(params["max"]) and params["min"] <= params["max"]):
+                raise FormatError(f"{w} (clip): min and max must be finite, min <= max")
+        elif name == "hardsigmoid":
+            params = {"alpha": _bits_f32(p[0]), "beta": _bits_f32(p[1])}
+            if not (math.isfinite(params["alpha"]) and math.isfinite(params["beta"])):
+                raise FormatError(f"{w} (hardsigmoid): alpha and beta must be finite")
+        elif name == "gelu":
+            if p[0] > 1:
+                raise FormatError(f"{w} (gelu): approximate must be 0 (erf) or 1 (tanh)")
+            params = {"approximate": ("none", "tanh")[p[0]]}
         else:
             params = {}
-        ops.append(Op(name, layer, params))
+        ops.append(Op(name, layer, params, inputs))
     return Graph(tuple(shape[:ndim]), mean, std, ops)
 
 
@@ -601,11 +664,16 @@ def parse_layer(body, index: int, decode: bool = True) -> LayerRecord:
 def check_graph(g: Graph, layers: list) -> list:
     """Shape-check the graph against its layers (§3.3); returns per-op output shapes."""
     used = [0] * len(layers)
-    shape = tuple(g.input_shape)
+    tensors = [tuple(g.input_shape)]  # by tensor id: 0 the input, j + 1 op j's output
+    readers = [0] * (len(g.ops) + 1)
     shapes = []
     for i, op in enumerate(g.ops):
         w = f"GRAPH: op[{i}] ({op.type})"
         p = op.params
+        ins = [i] if op.inputs is None else list(op.inputs)
+        for t in ins:
+            readers[t] += 1
+        shape = tensors[ins[0]]
         if op.layer >= 0:
             if op.layer >= len(layers):
                 raise FormatError(f"{w}: layer {op.layer} does not exist ({len(layers)} layers)")
@@ -650,12 +718,39 @@ def check_graph(g: Graph, layers: list) -> list:
                 raise FormatError(f"{w}: size must be odd, alpha >= 0, k a normal float > 0, all finite")
         elif op.type == "flatten":
             shape = (math.prod(shape),)
+        elif op.type in BINARY_OPS:
+            a, b = shape, tensors[ins[1]]
+            if a != b:
+                if not (len(a) == len(b) == 3 and a[0] == b[0] and (a[1:] == (1, 1) or b[1:] == (1, 1))):
+                    raise FormatError(f"{w}: shapes {list(a)} and {list(b)} do not match (equal, or [C, H, W] "
+                                      "and [C, 1, 1])")
+                shape = a if b[1:] == (1, 1) else b
+        elif op.type == "concat":
+            parts = [tensors[t] for t in ins]
+            if not (all(len(q) == 3 and q[1:] == parts[0][1:] for q in parts)
+                    or all(len(q) == 1 for q in parts)):
+                raise FormatError(f"{w}: inputs {[list(q) for q in parts]} must all be [C_k, H, W] with the same "
+                                  "H, W (or all 1-D)")
+            shape = (sum(q[0] for q in parts),) + parts[0][1:]
+        elif op.type == "global_avgpool":
+            if len(shape) != 3:
+                raise FormatError(f"{w}: needs a [C, H, W] input, got {list(shape)}")
+            shape = (shape[0], 1, 1)
+        elif op.type == "pad":
+            if len(shape) != 3:
+                raise FormatError(f"{w}: needs a [C, H, W] input, got {list(shape)}")
+            t_, b_, l_, r_ = p["pads"]
+            shape = (shape[0], shape[1] + t_ + b_, shape[2] + l_ + r_)
         if math.prod(shape) > MAX_ACTIVATION:
             raise FormatError(f"{w}: output {list(shape)} exceeds {MAX_ACTIVATION} elements per sample")
+        tensors.append(shape)
         shapes.append(shape)
     for li, n in enumerate(used):
         if n != 1:
             raise FormatError(f"GRAPH: layer {li} {layers[li].name!r} is used by {n} ops (must be exactly 1)")
+    for t in range(1, len(g.ops)):
+        if not readers[t]:
+            raise FormatError(f"GRAPH: op[{t - 1}]'s output is read by no op (only the last op's output may be unread)")
     return shapes
 
 
