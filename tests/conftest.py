@@ -80,3 +80,41 @@ def tiny_model(seed=0):
     ], input_shape=(3, 9, 9), name="tiny", mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3),
         labels=["a", "b", "c", "d", "e"], metadata={"seed": seed})
     return he_init(m, seed)
+
+
+def graph_model(seed=0):
+    """A format 1.2 DAG exercising every op type added in 1.2 (branches, broadcasts, concat,
+    pad, every activation); also the golden graph file."""
+    from dcrt.graph import GraphNet, Node
+    from dcrt.nn import Conv2d, Linear, he_init
+
+    def cv(cin, cout, k, stride=1, pad=0, groups=1, name="c", inputs=None):
+        return Node("conv2d", {"stride": (stride, stride), "padding": (pad, pad), "groups": groups}, inputs,
+                    Conv2d(cin, cout, k, stride, pad, groups, name))
+
+    nodes = [
+        cv(3, 8, 3, pad=1, name="stem"),                            # t1 [8,8,8]
+        Node("clip", {"min": 0.0, "max": 6.0}),                     # t2 relu6
+        cv(8, 8, 3, pad=1, groups=8, name="dw"),                    # t3 depthwise
+        Node("pad", {"pads": (0, 1, 1, 0)}),                        # t4 [8,9,9]
+        cv(8, 8, 2, name="asym"),                                   # t5 [8,8,8]
+        Node("global_avgpool"),                                     # t6 [8,1,1]
+        cv(8, 4, 1, name="se1"),                                    # t7
+        Node("relu"),                                               # t8
+        cv(4, 8, 1, name="se2"),                                    # t9
+        Node("hardsigmoid", {"alpha": 1 / 6, "beta": 0.5}),         # t10
+        Node("mul", inputs=[5, 10]),                                # t11 [8,8,8] * [8,1,1]
+        cv(8, 8, 1, name="proj", inputs=[2]),                       # t12 shortcut from t2
+        Node("add", inputs=[11, 12]),                               # t13 residual
+        Node("maxpool", {"kernel": (3, 3), "stride": (1, 1), "padding": (1, 1), "ceil_mode": 0}, inputs=[1]),  # t14
+        Node("concat", inputs=[13, 14, 2]),                         # t15 [24,8,8]
+        Node("silu"), Node("gelu", {"approximate": "none"}),        # t16, t17
+        cv(24, 6, 3, stride=2, pad=1, name="down"),                 # t18 [6,4,4]
+        Node("tanh"), Node("hardswish"), Node("sigmoid"),           # t19..t21
+        Node("gelu", {"approximate": "tanh"}),                      # t22
+        Node("global_avgpool"), Node("flatten"),                    # t23, t24
+        Node("linear", layer=Linear(6, 5, "fc")), Node("softmax"),  # t25, t26
+    ]
+    g = GraphNet(nodes, (3, 8, 8), "graph", mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3),
+                 labels=["a", "b", "c", "d", "e"], metadata={"seed": seed})
+    return he_init(g, seed)

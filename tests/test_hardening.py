@@ -66,10 +66,13 @@ def _fields(data):
             for k in range(2 * nnorm):
                 out.append((f"graph.norm[{k}]", "<I", off + 32 + 4 * k))
             base = off + 32 + 8 * nnorm
+            listed = 0
             for j in range(nops):
                 o = base + 40 * j
-                out += [(f"op[{j}].type", "<H", o), (f"op[{j}].reserved", "<h", o + 2), (f"op[{j}].layer", "<i", o + 4)]
+                out += [(f"op[{j}].type", "<H", o), (f"op[{j}].n_inputs", "<H", o + 2), (f"op[{j}].layer", "<i", o + 4)]
                 out += [(f"op[{j}].p[{k}]", "<I", o + 8 + 4 * k) for k in range(8)]
+                listed += struct.unpack_from("<H", data, o + 2)[0]
+            out += [(f"graph.inputs[{k}]", "<I", base + 40 * nops + 4 * k) for k in range(listed)]
         elif kind == fmt.KIND_LAYER:
             names = ["storage", "kind", "rows", "cols", "kh", "kw"]
             out += [(f"L{idx}.{n}", "<I", off + 4 * k) for k, n in enumerate(names)]
@@ -118,15 +121,21 @@ def test_field_fuzzer_both_readers_agree_and_never_crash():
     assert sum(r["native"] == "FormatError" for r in results) > 0.9 * len(results)
 
 
-def test_field_fuzzer_on_the_one_conv_shapes():
+def test_field_fuzzer_on_the_one_conv_shapes(tmp_path):
     """The same on each bad file's valid twin (pool, LRN, normalisation ops of the crafted
-    networks), so that the geometry fields of every op type are covered."""
+    networks) and on format 1.2 graphs with branches (their n_inputs and input tables), so that
+    the fields of every op type are covered."""
     sys.path.insert(0, os.path.join(HERE, "golden"))
     import make_bad
     from dcrt.nn import AvgPool2d, MaxPool2d
+    from test_graph import NETS
+    graphs = []
+    for name in ("residual_proj", "squeeze_excite", "concat", "pad"):
+        dcrt.compress(NETS[name], tmp_path / f"{name}.dcz", storage="plain", progress=False)
+        graphs.append((tmp_path / f"{name}.dcz").read_bytes())
     cases = []
-    for data in (make_bad.one_conv(mean=(0.5,), std=(0.25,)), make_bad.conv_pool(MaxPool2d(2, 2, name="p")),
-                 make_bad.conv_pool(AvgPool2d(3, 1, padding=1, name="p")), make_bad.conv_lrn()):
+    for data in [make_bad.one_conv(mean=(0.5,), std=(0.25,)), make_bad.conv_pool(MaxPool2d(2, 2, name="p")),
+                 make_bad.conv_pool(AvgPool2d(3, 1, padding=1, name="p")), make_bad.conv_lrn()] + graphs:
         cases += field_cases(data)
     results = run_cases(cases, timeout=900)
     odd = [r for r in results if r["native"] not in ("ok", "FormatError") or r["python"] not in ("ok", "FormatError")]

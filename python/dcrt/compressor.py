@@ -214,7 +214,11 @@ def encode(model: Sequential, quant: dict, index_bits=5, chunk_symbols: int = 40
 # ---------------------------------------------------------------------------------
 # Graph <-> Sequential
 # ---------------------------------------------------------------------------------
-def model_to_graph(model: Sequential) -> fmt.Graph:
+def model_to_graph(model) -> fmt.Graph:
+    """The format graph of a model: a :class:`dcrt.graph.GraphNet` (any DAG) or an
+    ``nn.Sequential`` (a chain)."""
+    if hasattr(model, "to_format_graph"):
+        return model.to_format_graph()
     ops, li = [], 0
     for l in model.layers:
         if isinstance(l, Linear):
@@ -287,9 +291,13 @@ def dcz_to_model(f: fmt.DczFile) -> Sequential:
                       f.meta.get("labels"), dict(f.meta.get("metadata", {})))
 
 
-def decompress(path) -> Sequential:
-    """Read a .dcz with the pure-Python reader and return the dense, dequantized network."""
-    return dcz_to_model(fmt.read(path))
+def decompress(path):
+    """Read a .dcz with the pure-Python reader and return the dense, dequantized network: an
+    ``nn.Sequential`` for a 1.0-style chain, else a :class:`dcrt.graph.GraphNet` (both have
+    ``forward(x)``, ``weighted()`` and layers by name)."""
+    from .graph import from_dcz, is_chain
+    f = fmt.read(path)
+    return dcz_to_model(f) if is_chain(f.graph) else from_dcz(f)
 
 
 # ---------------------------------------------------------------------------------
