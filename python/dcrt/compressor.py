@@ -147,12 +147,16 @@ def _bar(progress, n, desc):
 
 
 def quantize(model: Sequential, masks: dict, bits=None, init: str = "linear", seed: int = 0,
-             progress=False) -> dict:
+             progress=False, skip=()) -> dict:
     """k-means weight sharing per layer. ``bits``: number or dict by name; default 8 for
-    conv, 5 for fc (the paper's). ``progress``: bool, or a Progress bar to advance."""
+    conv, 5 for fc (the paper's). ``progress``: bool, or a Progress bar to advance. Layers
+    named in ``skip`` (stored plain) are not clustered."""
     out = {}
     bar = _bar(progress, len(model.weighted()), "quantize")
     for l in model.weighted():
+        if l.name in skip:
+            bar.update(f"{l.name}: stored plain")
+            continue
         b = _per_layer(bits, l.name, 8 if isinstance(l, Conv2d) else 5)
         out[l.name] = quantize_layer(l.weight, masks[l.name], int(b), init, seed)
         bar.update(f"quantized {l.name}")
@@ -177,8 +181,8 @@ def encode_layer(layer, q: QuantizedLayer | None, index_bits: int = 5, chunk_sym
     kh, kw = layer.kernel_size if kind == "conv2d" else (1, 1)
     base = dict(name=layer.name, kind=kind, rows=rows, cols=w2.shape[1], kh=kh, kw=kw,
                 bias=np.asarray(layer.bias, np.float32))
-    if len(layer.name.encode()) > 32:
-        raise ValueError(f"layer name {layer.name!r} is longer than 32 bytes")
+    if not layer.name or "\0" in layer.name:
+        raise ValueError(f"layer name {layer.name!r}: must be non-empty, without NUL")
     plain_rec = fmt.LayerRecord(**base, storage="plain", weight=np.ascontiguousarray(w2, np.float32))
     if storage == "plain" or q is None:
         return plain_rec
@@ -408,22 +412,37 @@ def write(path, model: Sequential, layers: list) -> Report:
     return report_for(model.name, layers, n)
 
 
-def compress(model: Sequential, path, *, density=None, quality=None, bits=None, index_bits=5,
+def compress(model, path, *, example_input=None, density=None, quality=None, bits=None, index_bits=5,
              init: str = "linear", chunk_symbols: int = 4096, max_code_len: int = huffman.DEFAULT_MAX_LEN,
              storage="auto", seed: int = 0, progress: bool = True) -> Report:
     """Prune, quantize, Huffman-code and write ``model`` to ``path`` in one call.
 
-    density / quality / bits / index_bits / storage: one value for every layer or a dict by
-    layer name (e.g. ``dcrt.zoo.PAPER["vgg16"]``). Without density or quality nothing is
-    pruned. ``storage``: "auto" | "sparse" | "plain".
+    ``model``: a :class:`dcrt.graph.GraphNet` or ``nn.Sequential``, a ``torch.nn.Module``
+    (traced on ``example_input`` with ``torch.export``; batch norms folded) or the path of an
+    ``.onnx`` file. density / quality / bits / index_bits / storage: one value for every layer
+    or a dict by layer name (for a PyTorch module, the module path of the layer:
+    ``"encoder.stages.0.layers.1.convolution"``; ``dcrt.zoo.PAPER["vgg16"]`` for the zoo). A
+    dict key that names no layer is an error. Without density or quality nothing is pruned.
+    ``storage``: "auto" | "sparse" | "plain" ("plain" everywhere: a lossless fp32 file).
     """
+    from .frontends import to_graph
+    model = to_graph(model, example_input)
+    names = [l.name for l in model.weighted()]
+    for opt, v in (("density", density), ("quality", quality), ("bits", bits), ("index_bits", index_bits),
+                   ("storage", storage)):
+        if isinstance(v, dict):
+            unknown = [k for k in v if k not in names]
+            if unknown:
+                raise ValueError(f"compress: {opt}: {unknown[:5]} name no layer of {model.name!r}; its layers are "
+                                 f"{names[:8]}{' ...' if len(names) > 8 else ''}")
     if init not in INITS + ("forgy",):
         raise ValueError(f"unknown init {init!r}; choose from {INITS}")
     n = len(model.weighted())
     bar = Progress(2 * n + 2, f"compress {model.name}", progress)
     masks = prune(model, density, quality)
     bar.update("pruned")
-    quant = quantize(model, masks, bits, init, seed, progress=bar)
+    plain = {n for n in names if _per_layer(storage, n, "auto") == "plain"}
+    quant = quantize(model, masks, bits, init, seed, progress=bar, skip=plain)
     layers = encode(model, quant, index_bits, chunk_symbols, max_code_len, storage, progress=bar)
     rep = write(path, model, layers)
     bar.update("written")

@@ -296,15 +296,25 @@ def layer_nbytes(L: LayerRecord) -> int:
     return n
 
 
-def pack_layer(L: LayerRecord) -> bytes:
+def _header_name(name: str, index: int) -> bytes:
+    """The LAYER header's 32-byte name: the name itself, or for a longer one (a PyTorch
+    module path) ``#<index>~`` and the name's tail; the full name is in META's layer_names."""
+    b = name.encode()
+    if len(b) <= 32:
+        return b
+    head = f"#{index}~".encode()
+    return head + b[len(b) - (32 - len(head)):].decode("utf-8", "ignore").encode()
+
+
+def pack_layer(L: LayerRecord, index: int = 0) -> bytes:
     if L.storage == "plain":
         head = LAYER_HEADER.pack(STORAGE_PLAIN, {"linear": 1, "conv2d": 2}[L.kind], L.rows, L.cols, L.kh, L.kw,
-                                 0, 0, 0, 0, 0, 0, 0, 0, 0, L.name.encode()[:32])
+                                 0, 0, 0, 0, 0, 0, 0, 0, 0, _header_name(L.name, index))
     else:
         nent = L.n_entries
         head = LAYER_HEADER.pack(STORAGE_SPARSE, {"linear": 1, "conv2d": 2}[L.kind], L.rows, L.cols, L.kh, L.kw,
                                  L.code_bits, L.index_bits, count_bits(L.colptr), 0, L.chunk_symbols, nent, L.nnz,
-                                 len(L.code_stream), len(L.index_stream), L.name.encode()[:32])
+                                 len(L.code_stream), len(L.index_stream), _header_name(L.name, index))
     out = bytearray(head)
     for a in _layer_arrays(L):
         out += bytes(_align(len(out), ARRAY_ALIGN) - len(out))
@@ -314,8 +324,10 @@ def pack_layer(L: LayerRecord) -> bytes:
 
 def pack_file(graph: Graph, meta: dict, layers: list) -> bytes:
     """Serialize a whole container (§1): header, section table, aligned sections."""
+    if any(len(L.name.encode()) > 32 for L in layers):
+        meta = {**meta, "layer_names": [L.name for L in layers]}  # §6: names the 32-byte field cannot hold
     bodies = [(KIND_GRAPH, 0, pack_graph(graph)), (KIND_META, 0, pack_meta(meta))]
-    bodies += [(KIND_LAYER, i, pack_layer(L)) for i, L in enumerate(layers)]
+    bodies += [(KIND_LAYER, i, pack_layer(L, i)) for i, L in enumerate(layers)]
     return pack_sections(bodies)
 
 
@@ -762,6 +774,14 @@ def loads(data, decode: bool = True) -> DczFile:
     graph = parse_graph(gbody)
     meta = parse_meta(mbody)
     layers = [parse_layer(b, i, decode) for i, b in enumerate(lbodies)]
+    names = meta.get("layer_names")
+    if names is not None:
+        if not (isinstance(names, list) and len(names) == len(layers) and all(isinstance(n, str) for n in names)):
+            raise FormatError(f"META: layer_names: must be a list of {len(layers)} strings")
+        for i, (L, n) in enumerate(zip(layers, names)):
+            if _header_name(n, i).decode("utf-8", "ignore") != L.name:
+                raise FormatError(f"META: layer_names[{i}] {n!r} does not match LAYER[{i}]'s name {L.name!r}")
+            L.name = n
     shapes = check_graph(graph, layers)
     labels = meta.get("labels")
     if labels is not None and shapes and len(labels) != math.prod(shapes[-1]):
