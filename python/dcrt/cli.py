@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -26,7 +27,17 @@ def _per_layer_opt(text, cast):
 def cmd_compress(a):
     import dcrt
     from dcrt import zoo
-    model = zoo.build(a.arch, seed=a.seed, weights=a.weights)
+    if a.arch.endswith(".onnx"):
+        if a.paper or a.weights:
+            raise SystemExit("dcrt compress: --paper and --weights are for zoo networks, not ONNX files")
+        if not os.path.exists(a.arch):
+            raise SystemExit(f"dcrt compress: {a.arch}: no such file")
+        model = a.arch
+    elif a.arch in zoo.ARCHITECTURES:
+        model = zoo.build(a.arch, seed=a.seed, weights=a.weights)
+    else:
+        raise SystemExit(f"dcrt compress: {a.arch!r} is neither a zoo network ({', '.join(sorted(zoo.ARCHITECTURES))}) "
+                         "nor an .onnx file")
     density, bits, index_bits = _per_layer_opt(a.density, float), _per_layer_opt(a.bits, int), \
         _per_layer_opt(a.index_bits, int)
     if a.paper:
@@ -158,9 +169,9 @@ def cmd_bench(a):
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="dcrt", description="Deep Compression runtime: compress, inspect, run, time.")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    c = sub.add_parser("compress", help="prune + quantize + Huffman-code a zoo network into a .dcz")
+    c = sub.add_parser("compress", help="prune + quantize + Huffman-code a zoo network or an .onnx file into a .dcz")
     from dcrt.zoo import ARCHITECTURES
-    c.add_argument("arch", choices=sorted(ARCHITECTURES))
+    c.add_argument("arch", metavar="MODEL", help=f"a zoo network ({', '.join(sorted(ARCHITECTURES))}) or an .onnx file")
     c.add_argument("output", help="the .dcz to write")
     c.add_argument("--weights", help="npz of parameters (default: seeded random initialisation)")
     c.add_argument("--paper", action="store_true", help="the paper's per-layer densities and bits (tables 2-5)")

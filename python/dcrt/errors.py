@@ -15,6 +15,11 @@ class LimitError(ValueError):
     the op that needs it."""
 
 
+class UnsupportedModelError(ValueError):
+    """A front end (PyTorch, ONNX) met an op, or a form of one, that dcrt cannot run; the
+    message names it, where it is, and what to do."""
+
+
 class NativeUnavailableError(ImportError):
     """The compiled runtime (dcrt._core) is not importable in this environment."""
 

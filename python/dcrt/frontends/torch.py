@@ -17,13 +17,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import UnsupportedModelError
 from ..graph import GraphNet, Node
 from ..nn import Conv2d, Linear
 
-
-class UnsupportedModelError(ValueError):
-    """The model uses an op (or an op's form) that dcrt cannot run; the message says which,
-    where, and what to do."""
+__all__ = ["from_torch", "UnsupportedModelError"]
 
 
 @dataclass
