@@ -52,7 +52,20 @@ std::string shape_str(const Shape& s, bool batch) {
   return r + "]";
 }
 
-py::array_t<float> infer(const Model& m, const py::array& x) {
+py::array_t<float> infer_impl(const Model& m, const py::array& x, double* op_seconds);
+py::array_t<float> infer(const Model& m, const py::array& x) { return infer_impl(m, x, nullptr); }
+
+// Per-op wall time of `repeat` inferences (seconds, averaged): where the time goes.
+py::array_t<double> profile(const Model& m, const py::array& x, int repeat) {
+  if (repeat < 1 || repeat > 100000) throw py::value_error("repeat must be in 1..100000");
+  std::vector<double> t(m.ops().size(), 0.0);
+  for (int r = 0; r < repeat; ++r) infer_impl(m, x, t.data());
+  py::array_t<double> out(py::ssize_t(t.size()));
+  for (size_t i = 0; i < t.size(); ++i) out.mutable_data()[i] = t[i] / repeat;
+  return out;
+}
+
+py::array_t<float> infer_impl(const Model& m, const py::array& x, double* op_seconds) {
   if (!py::isinstance<py::array_t<float>>(x) || x.dtype().kind() != 'f' || x.itemsize() != 4)
     throw py::type_error("infer: expected a float32 array, got dtype " + std::string(py::str(x.dtype())) +
                          " (convert with x.astype(numpy.float32))");
@@ -77,7 +90,7 @@ py::array_t<float> infer(const Model& m, const py::array& x) {
   float* yp = y.mutable_data();
   {
     py::gil_scoped_release nogil;
-    m.infer(xp, n, yp);
+    m.infer(xp, n, yp, op_seconds);
   }
   return y;
 }
@@ -156,6 +169,8 @@ PYBIND11_MODULE(_core, m) {
            py::arg("data"), py::arg("threads") = 0, py::arg("max_activation") = py::int_(kMaxActivation),
            py::arg("max_work") = py::int_(INT64_MAX))
       .def("infer", &infer, py::arg("x"), "Run the network; releases the GIL.")
+      .def("profile", &profile, py::arg("x"), py::arg("repeat") = 10,
+           "Seconds per op (mean of `repeat` inferences of x); releases the GIL.")
       .def_property_readonly("input_shape", [](const Model& m) { return shape_tuple(m.input_shape()); })
       .def_property_readonly("output_shape", [](const Model& m) { return shape_tuple(m.output_shape()); })
       .def_property_readonly("meta_json", [](const Model& m) { return py::bytes(m.meta_json()); })

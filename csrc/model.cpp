@@ -359,7 +359,7 @@ void Model::release(Workspace* ws) const {
   ws_free_.emplace_back(ws);
 }
 
-void Model::infer(const float* x, size_t n, float* y) const {
+void Model::infer(const float* x, size_t n, float* y, double* op_seconds) const {
   if (n == 0) return;
   struct Guard {
     const Model* m;
@@ -414,7 +414,13 @@ void Model::infer(const float* x, size_t n, float* y) const {
     const OpDesc& op = ops_[i];
     ins.resize(op.inputs.size());
     for (size_t k = 0; k < op.inputs.size(); ++k) ins[k] = arena + n * tensor_off_[op.inputs[k]];
-    run_op(op, ws, n, ins.data(), arena + n * tensor_off_[i + 1]);
+    if (op_seconds) {
+      const auto t0 = clk::now();
+      run_op(op, ws, n, ins.data(), arena + n * tensor_off_[i + 1]);
+      op_seconds[i] += secs(t0, clk::now());
+    } else {
+      run_op(op, ws, n, ins.data(), arena + n * tensor_off_[i + 1]);
+    }
   }
   std::memcpy(y, arena + n * tensor_off_.back(), n * output_shape().numel() * sizeof(float));
   pool_->note_activity();
@@ -536,6 +542,27 @@ void Model::run_op(const OpDesc& op, Workspace& ws, size_t n, const float* const
     case OpType::Conv2d: {
       const ExecLayer& L = layers_[op.layer];
       const ConvGeom g = conv_geom(op, L);
+      if (L.storage == kStorageSparse && L.kh == 1 && L.kw == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0 &&
+          g.groups == 1) {
+        // A pointwise conv is the sparse product W[out, in] x X[in, H*W], and [in, H*W] already is
+        // the batched kernel's [cols, lanes] layout (XNNPACK's sparse-inference case): the pixels
+        // are the lanes, no padded copy, no transpose. Tasks: (sample, chunk of rows with equal
+        // shares of the non-zeros).
+        const QConvRows w = L.conv_view();
+        const size_t hw = size_t(g.out_h) * g.out_w;
+        const unsigned chunks = tasks == 1 ? 1 : 4 * tasks;
+        const uint32_t* rp = L.conv_rowptr.data();
+        par(n * chunks, [&](size_t t, unsigned) {
+          const size_t s0 = t / chunks, k = t % chunks;
+          const auto row_at = [&](uint64_t e) { return uint32_t(std::lower_bound(rp, rp + L.rows, uint32_t(e)) - rp); };
+          const uint32_t r0 = k == 0 ? 0 : row_at(L.nnz * k / chunks);
+          const uint32_t r1 = k + 1 == chunks ? L.rows : row_at(L.nnz * (k + 1) / chunks);
+          float* y = nxt + s0 * out_sz;
+          for (uint32_t r = r0; r < r1; ++r) std::fill(y + r * hw, y + (r + 1) * hw, L.bias[r]);
+          if (r0 < r1) spmm_rows_->spmm_rows(w, cur + s0 * in_sz, hw, y, hw, hw, r0, r1);
+        });
+        break;
+      }
       const size_t pad_sz = padded_size(g);
       const int64_t* tapoff = tapoff_[&op - ops_.data()].data();
       float* xpad = ws.xpad.data();

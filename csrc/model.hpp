@@ -85,7 +85,9 @@ class Model {
   ~Model();
 
   // x: [n, input] float32, y: [n, output]. Throws InputError on non-finite input.
-  void infer(const float* x, size_t n, float* y) const;
+  void infer(const float* x, size_t n, float* y) const { infer(x, n, y, nullptr); }
+  // The same, adding each op's wall time (seconds) to op_seconds[i] (ops().size() entries).
+  void infer(const float* x, size_t n, float* y, double* op_seconds) const;
 
   const Shape& input_shape() const { return input_; }
   const Shape& output_shape() const { return ops_.empty() ? input_ : ops_.back().out; }

@@ -127,6 +127,23 @@ class Model:
 
     __call__ = infer
 
+    def _layer_name(self, i: int) -> str:
+        names = self.meta.get("layer_names")  # full names the 32-byte header field could not hold
+        return names[i] if isinstance(names, list) and i < len(names) else self._m.layers[i]["name"]
+
+    def profile(self, x, repeat: int = 10) -> list:
+        """Where the time goes: per op, ``{"op", "type", "layer", "out_shape", "seconds"}`` (the mean
+        over ``repeat`` inferences of ``x``, each op timed on the calling thread)."""
+        if not isinstance(x, np.ndarray):
+            raise TypeError(f"profile: expected a numpy float32 array, got {type(x).__name__}")
+        secs = self._m.profile(x, int(repeat))
+        layers = self._m.layers
+        out = []
+        for i, (op, s) in enumerate(zip(self._m.ops, secs)):
+            out.append({"op": i, "type": op["type"], "layer": self._layer_name(op["layer"]) if op["layer"] >= 0 else "",
+                        "out_shape": op["out_shape"], "seconds": float(s)})
+        return out
+
     def summary(self) -> str:
         """The layer table as text (also printed by ``dcrt info``): per op its output, storage,
         non-zeros, bits, kernel and the threads it runs on at batch 1 ("2 if awake": split only
