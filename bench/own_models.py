@@ -87,6 +87,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--density", type=float, default=0.3)
     ap.add_argument("--bits", type=int, default=6)
+    ap.add_argument("--nets", default="resnet18,mobilenet_v2")
     ap.add_argument("--out")
     args = ap.parse_args(argv)
     import onnxruntime as ort
@@ -102,6 +103,8 @@ def main(argv=None):
     size_rows, prof_rows = [], []
     with tempfile.TemporaryDirectory() as d:
         for name, m in models().items():
+            if name not in args.nets.split(","):
+                continue
             x1 = torch.rand(1, 3, 224, 224)
             onnx_path = os.path.join(d, f"{name}.onnx")
             with warnings.catch_warnings():

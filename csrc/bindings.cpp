@@ -213,7 +213,9 @@ PYBIND11_MODULE(_core, m) {
                                  d["nnz"] = L.nnz; d["n_entries"] = L.n_entries;
                                  const bool conv = L.kind == kLayerConv2d;
                                  d["kernel"] = L.storage == kStoragePlain ? (conv ? "conv_f32" : "linear_f32")
-                                               : conv ? m.conv().name
+                                               : conv ? (L.kh == 1 && L.kw == 1
+                                                             ? std::string(m.spmm_rows().name) + " (stride 1) / " + m.conv().name
+                                                             : std::string(m.conv().name))
                                                       : std::string(m.spmv_rows().name) + " / " + m.spmv_cols().name +
                                                             " / " + m.spmm_rows().name;
                                  if (L.storage == kStorageSparse && !conv) {

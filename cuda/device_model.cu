@@ -460,6 +460,11 @@ DeviceModel::DeviceModel(const uint8_t* data, size_t size, int device) : impl_(s
   const auto t0 = clk::now();
   ParsedFile f = parse_file(data, size);
   const auto t1 = clk::now();
+  // Format 1.2 graphs (branches, ops 10-21) run on the CPU executor only, so far.
+  for (size_t i = 0; i < f.ops.size(); ++i)
+    if (uint16_t(f.ops[i].type) > uint16_t(OpType::Dropout) || f.ops[i].inputs.size() != 1 || f.ops[i].inputs[0] != i)
+      throw CudaError("op[" + std::to_string(i) + "]: the CUDA backend runs chains of the format 1.0 ops only (this "
+                      "graph has branches or 1.2 ops); load it with device='cpu'");
   m.input = f.input;
   m.ops = f.ops;
   m.meta = std::move(f.meta_json);
