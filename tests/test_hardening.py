@@ -9,7 +9,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import time
 
 import numpy as np
 import pytest

@@ -150,6 +150,29 @@ class GraphNet:
         raise ValueError(f"unknown op {op!r}")
 
 
+def batchnorm_affine(gamma, beta, mean, var, eps):
+    """A batch norm at inference as ``y = scale * x + shift`` (float64 ``scale``, ``shift``)."""
+    scale = np.asarray(gamma, np.float64) / np.sqrt(np.asarray(var, np.float64) + float(eps))
+    return scale, np.asarray(beta, np.float64) - np.asarray(mean, np.float64) * scale
+
+
+def fold_affine(layer, scale, shift):
+    """Fold a per-output-channel ``scale * y + shift`` into a Linear/Conv2d layer (front ends fold
+    batch norms this way, before any pruning)."""
+    shape = (-1,) + (1,) * (layer.weight.ndim - 1)
+    layer.weight = (layer.weight.astype(np.float64) * scale.reshape(shape)).astype(np.float32)
+    layer.bias = (layer.bias.astype(np.float64) * scale + shift).astype(np.float32)
+
+
+def affine_node(x_id: int, channels: int, scale, shift, name: str) -> Node:
+    """A per-channel ``scale * x + shift`` on ``[C, H, W]`` as a depthwise 1x1 conv (a batch norm
+    that cannot be folded)."""
+    layer = Conv2d(channels, channels, 1, 1, 0, channels, name)
+    layer.weight = np.asarray(scale, np.float32).reshape(channels, 1, 1, 1)
+    layer.bias = np.asarray(shift, np.float32)
+    return Node("conv2d", {"stride": (1, 1), "padding": (0, 0), "groups": channels}, [x_id], layer)
+
+
 def from_dcz(f: fmt.DczFile) -> GraphNet:
     """The dense, dequantized network a .dcz describes, as a GraphNet."""
     nodes = []

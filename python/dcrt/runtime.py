@@ -137,7 +137,6 @@ class Model:
         if not isinstance(x, np.ndarray):
             raise TypeError(f"profile: expected a numpy float32 array, got {type(x).__name__}")
         secs = self._m.profile(x, int(repeat))
-        layers = self._m.layers
         out = []
         for i, (op, s) in enumerate(zip(self._m.ops, secs)):
             out.append({"op": i, "type": op["type"], "layer": self._layer_name(op["layer"]) if op["layer"] >= 0 else "",
@@ -170,8 +169,9 @@ class Model:
         w = [max(len(r[k]) for r in rows) for k in range(len(rows[0]))]
         plan = self._m.plan
         lines = [f"{self.name}: input {list(self.input_shape)} -> output {list(self.output_shape)}, "
-                 f"{self.threads} threads; workspace {plan['bytes_per_sample'] / 1024:,.1f} KiB and "
-                 f"{plan['work'] / 1e6:,.2f} M multiply-adds per sample"]
+                 f"{self.threads} threads; per sample: activations {4 * plan['arena'] / 1024:,.1f} KiB at peak "
+                 f"(buffers planned by liveness), workspace {plan['bytes_per_sample'] / 1024:,.1f} KiB in all, "
+                 f"{plan['work'] / 1e6:,.2f} M multiply-adds"]
         lines += ["  ".join(c.ljust(w[k]) for k, c in enumerate(r)).rstrip() for r in rows]
         return "\n".join(lines)
 

@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from ..graph import GraphNet, Node
+from ..graph import GraphNet, Node, affine_node, batchnorm_affine, fold_affine
 from ..nn import Conv2d, Linear
 from ..errors import UnsupportedModelError
 
@@ -194,10 +194,6 @@ class _Importer:
     def op_Dropout(self, node, a):
         return self.act(node, node.input[0])
 
-    def _conv_layer(self, node, w, b, name):
-        out_c, icg, kh, kw = w.shape
-        return w, (np.zeros(out_c, np.float32) if b is None else b.astype(np.float32)), name
-
     def op_Conv(self, node, a):
         x = self.act(node, node.input[0])
         w = self.cst(node, node.input[1], "the weight")
@@ -267,23 +263,15 @@ class _Importer:
         x = self.act(node, node.input[0])
         g, beta, mu, var = (self.cst(node, node.input[k], n) for k, n in
                             ((1, "scale"), (2, "B"), (3, "mean"), (4, "var")))
-        eps = float(a.get("epsilon", 1e-5))
-        scale = g.astype(np.float64) / np.sqrt(var.astype(np.float64) + eps)
-        shift = beta.astype(np.float64) - mu.astype(np.float64) * scale
+        scale, shift = batchnorm_affine(g, beta, mu, var, a.get("epsilon", 1e-5))
         src = self.producer.get(x.id)
         if src is not None and self.consumers.get(src, 0) == 1 and x.id == len(self.nodes):
-            layer = self.nodes[-1].layer
-            shape = (-1,) + (1,) * (layer.weight.ndim - 1)
-            layer.weight = (layer.weight.astype(np.float64) * scale.reshape(shape)).astype(np.float32)
-            layer.bias = (layer.bias.astype(np.float64) * scale + shift).astype(np.float32)
+            fold_affine(self.nodes[-1].layer, scale, shift)
             return x
         if len(x.shape) != 3:
             self.fail(node, "a batch normalisation of a 1-D tensor that does not follow a Gemm")
-        c = x.shape[0]
-        layer = Conv2d(c, c, 1, 1, 0, c, f"{node.name or node.output[0]}.scale_shift")
-        layer.weight = scale.astype(np.float32).reshape(c, 1, 1, 1)
-        layer.bias = shift.astype(np.float32)
-        return self.emit(Node("conv2d", {"stride": (1, 1), "padding": (0, 0), "groups": c}, [x.id], layer), x.shape)
+        return self.emit(affine_node(x.id, x.shape[0], scale, shift, f"{node.name or node.output[0]}.scale_shift"),
+                         x.shape)
 
     def _unary(self, node, op, params=None):
         x = self.act(node, node.input[0])

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import UnsupportedModelError
-from ..graph import GraphNet, Node
+from ..graph import GraphNet, Node, affine_node, batchnorm_affine, fold_affine
 from ..nn import Conv2d, Linear
 
 __all__ = ["from_torch", "UnsupportedModelError"]
@@ -213,22 +213,14 @@ class _Importer:
         g = np.ones(c, np.float32) if weight is None else self.const(node, weight, "the weight")
         beta = np.zeros(c, np.float32) if bias is None else self.const(node, bias, "the bias")
         mu, v = self.const(node, mean, "running_mean"), self.const(node, var, "running_var")
-        scale = (g.astype(np.float64) / np.sqrt(v.astype(np.float64) + float(eps)))
-        shift = beta.astype(np.float64) - mu.astype(np.float64) * scale
+        scale, shift = batchnorm_affine(g, beta, mu, v, eps)
         prod = self.producer.get(x.id)
-        fx_src = node.args[0]
-        if prod is not None and self.users.get(fx_src.name, 0) == 1 and prod[0] == x.id - 1:
-            layer = self.nodes[prod[0]].layer  # fold: y = s * (W x + b) + t
-            shape = (-1,) + (1,) * (layer.weight.ndim - 1)
-            layer.weight = (layer.weight.astype(np.float64) * scale.reshape(shape)).astype(np.float32)
-            layer.bias = (layer.bias.astype(np.float64) * scale + shift).astype(np.float32)
+        if prod is not None and self.users.get(node.args[0].name, 0) == 1:  # only this BN reads the conv
+            fold_affine(self.nodes[prod[0]].layer, scale, shift)
             return x
         if len(x.shape) != 3:
             self.fail(node, "a batch norm on a 1-D tensor that does not follow a linear layer")
-        layer = Conv2d(c, c, 1, 1, 0, c, f"{node.name}.scale_shift")  # per-channel scale and shift
-        layer.weight = scale.astype(np.float32).reshape(c, 1, 1, 1)
-        layer.bias = shift.astype(np.float32)
-        return self.emit(Node("conv2d", {"stride": (1, 1), "padding": (0, 0), "groups": c}, [x.id], layer), x.shape)
+        return self.emit(affine_node(x.id, c, scale, shift, f"{node.name}.scale_shift"), x.shape)
 
     def op_batch_norm(self, node, x, weight, bias, mean, var, training=False, momentum=0.1, eps=1e-5, *a, **k):
         if training:
