@@ -113,8 +113,12 @@ class Model:
         return self._m.load_stats
 
     def layers(self) -> list:
-        """Per weighted layer: shape, storage, bits, non-zeros and the kernel that runs it."""
-        return self._m.layers
+        """Per weighted layer: shape, storage, bits, non-zeros and the kernel that runs it (``name``:
+        the full name, also where the file's 32-byte header field holds a shortened one)."""
+        out = self._m.layers
+        for i, L in enumerate(out):
+            L["name"] = self._layer_name(i, L["name"])
+        return out
 
     def infer(self, x) -> np.ndarray:
         """Run the network on float32 ``x`` shaped ``[N, *input_shape]`` or ``input_shape``.
@@ -127,9 +131,11 @@ class Model:
 
     __call__ = infer
 
-    def _layer_name(self, i: int) -> str:
+    def _layer_name(self, i: int, header_name: str | None = None) -> str:
         names = self.meta.get("layer_names")  # full names the 32-byte header field could not hold
-        return names[i] if isinstance(names, list) and i < len(names) else self._m.layers[i]["name"]
+        if isinstance(names, list) and i < len(names):
+            return names[i]
+        return header_name if header_name is not None else self._m.layers[i]["name"]
 
     def profile(self, x, repeat: int = 10) -> list:
         """Where the time goes: per op, ``{"op", "type", "layer", "out_shape", "seconds"}`` (the mean
@@ -159,7 +165,7 @@ class Model:
             if op["layer"] >= 0:
                 L = layers[op["layer"]]
                 dens = L["nnz"] / (L["rows"] * L["cols"]) if L["storage"] == "sparse" else 1.0
-                rows.append((f"{i}", f"{op['type']} {L['name']}", "x".join(map(str, op["out_shape"])), L["storage"],
+                rows.append((f"{i}", f"{op['type']} {self._layer_name(op['layer'], L['name'])}", "x".join(map(str, op["out_shape"])), L["storage"],
                              f"{L['rows'] * L['cols']:,}",
                              f"{L['nnz']:,} ({100 * dens:.1f}%)" if L["storage"] == "sparse" else "-",
                              f"{L['code_bits']}/{L['index_bits']}" if L["storage"] == "sparse" else "32/-",
