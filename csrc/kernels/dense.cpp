@@ -25,10 +25,6 @@ void transpose_f32__generic(const float* __restrict src, size_t ld_src, float* _
     }
 }
 
-void relu_f32(const float* x, float* y, size_t n) {
-  for (size_t i = 0; i < n; ++i) y[i] = x[i] > 0.f ? x[i] : 0.f;
-}
-
 void maxpool_f32(const PoolGeom& g, const float* x, float* y, uint32_t c0, uint32_t c1) {
   for (uint32_t c = c0; c < c1; ++c) {
     const float* xc = x + size_t(c) * g.h * g.w;

@@ -19,7 +19,6 @@ void transpose_f32__ref(const float* src, size_t ld_src, float* dst, size_t ld_d
 void transpose_f32__generic(const float* src, size_t ld_src, float* dst, size_t ld_dst, size_t nr, size_t nc);
 void transpose_f32__avx2(const float* src, size_t ld_src, float* dst, size_t ld_dst, size_t nr, size_t nc);
 
-void relu_f32(const float* x, float* y, size_t n);
 // Channels [c0, c1) of one sample.
 void maxpool_f32(const PoolGeom& g, const float* x, float* y, uint32_t c0, uint32_t c1);
 void avgpool_f32(const PoolGeom& g, const float* x, float* y, uint32_t c0, uint32_t c1);

@@ -52,7 +52,6 @@ OP_NAMES = {OP_LINEAR: "linear", OP_CONV2D: "conv2d", OP_RELU: "relu", OP_MAXPOO
 OP_NPARAMS = {"conv2d": 5, "maxpool": 7, "avgpool": 7, "lrn": 4, "dropout": 1, "pad": 4, "clip": 2,
               "hardsigmoid": 2, "gelu": 1}
 BINARY_OPS = ("add", "mul")  # exactly two inputs; concat: two or more; every other op: one
-MAX_INPUTS = 1 << 16
 OP_CODES = {v: k for k, v in OP_NAMES.items()}
 MAX_ACTIVATION = 1 << 28  # elements per sample, any activation or planned buffer (bounds buffers)
 NORM_MAX = float(1 << 24)  # |mean| <= 2^24, 2^-24 <= std <= 2^24 (§3.1)

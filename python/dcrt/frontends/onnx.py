@@ -42,10 +42,11 @@ class _Importer:
         if opset < MIN_OPSET:
             raise UnsupportedModelError(f"onnx import ({name}): opset {opset}; dcrt reads opset {MIN_OPSET} and later "
                                         "(re-export, or convert with onnx.version_converter)")
+        self.inference_error = ""
         try:
             model = onnx.shape_inference.infer_shapes(model, strict_mode=False)
-        except Exception as e:  # noqa: BLE001 - a model shape inference cannot handle: go on without
-            self.warn = str(e)
+        except Exception as e:  # noqa: BLE001 - go on with the shapes the file states; say why if one is missing
+            self.inference_error = f" (onnx shape inference failed: {e})"
         self.g = model.graph
         self.const = {i.name: numpy_helper.to_array(i) for i in self.g.initializer}
         self.shapes = {}
@@ -88,7 +89,7 @@ class _Importer:
     def out_shape(self, node, k=0):
         dims = self.shapes.get(node.output[k])
         if dims is None or any(d is None for d in dims[1:]):
-            self.fail(node, "its output has no static shape (run onnx shape inference, or export with static shapes)")
+            self.fail(node, "its output has no static shape (export with static shapes)" + self.inference_error)
         return tuple(dims[1:])
 
     # ------------------------------------------------------------------ the walk
