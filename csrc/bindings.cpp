@@ -150,7 +150,7 @@ PYBIND11_MODULE(_core, m) {
 
   py::class_<Model>(m, "Model")
       .def(py::init([](const py::object& data, const py::object& threads, const py::object& max_activation,
-                       const py::object& max_work) {
+                       const py::object& max_work, const py::object& fuse) {
              // Arguments are checked by hand: pybind11's own conversion error would quote every
              // argument, the whole file included.
              if (!PyBytes_Check(data.ptr()))
@@ -159,15 +159,18 @@ PYBIND11_MODULE(_core, m) {
              const unsigned t = unsigned(int_arg(threads, "threads", 0, kMaxThreads));
              lim.max_activation = int_arg(max_activation, "max_activation", 1, INT64_MAX);
              lim.max_work = int_arg(max_work, "max_work", 1, INT64_MAX);
+             if (!PyBool_Check(fuse.ptr()))
+               throw py::type_error("fuse must be True or False, got " + std::string(py::str(fuse.get_type().attr("__name__"))));
+             const bool fz = fuse.ptr() == Py_True;
              // bytes are immutable: parse straight from the object's buffer, GIL released.
              char* buf = nullptr;
              py::ssize_t len = 0;
              if (PyBytes_AsStringAndSize(data.ptr(), &buf, &len) != 0) throw py::error_already_set();
              py::gil_scoped_release nogil;
-             return new Model(reinterpret_cast<const uint8_t*>(buf), size_t(len), t, lim);
+             return new Model(reinterpret_cast<const uint8_t*>(buf), size_t(len), t, lim, fz);
            }),
            py::arg("data"), py::arg("threads") = 0, py::arg("max_activation") = py::int_(kMaxActivation),
-           py::arg("max_work") = py::int_(INT64_MAX))
+           py::arg("max_work") = py::int_(INT64_MAX), py::arg("fuse") = true)
       .def("infer", &infer, py::arg("x"), "Run the network; releases the GIL.")
       .def("profile", &profile, py::arg("x"), py::arg("repeat") = 10,
            "Seconds per op (mean of `repeat` inferences of x); releases the GIL.")
@@ -240,8 +243,19 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("ops",
                              [](const Model& m) {
                                py::list out;
-                               for (const auto& o : m.ops()) {
+                               for (size_t i = 0; i < m.ops().size(); ++i) {
+                                 const OpDesc& o = m.ops()[i];
+                                 const ExecOp& x = m.exec_ops()[i];
                                  py::dict d;
+                                 d["fused_into"] = x.fused_into;
+                                 d["absorbed"] = x.absorbed;
+                                 if (o.type == OpType::Conv2d) {
+                                   const ConvGeom& g = x.geom;
+                                   d["padding"] = py::make_tuple(g.ph, g.pb, g.pw, g.pr);  // top, bottom, left, right
+                                   d["kernel"] = !x.padded && !x.plane ? "spmm_rows (pointwise)"
+                                                 : m.layers()[o.layer].storage == kStoragePlain ? "conv_f32"
+                                                 : conv_is_depthwise(g) ? m.conv_dw().name : m.conv().name;
+                                 }
                                  d["type"] = op_name(o.type);
                                  d["layer"] = o.layer;
                                  d["in_shape"] = shape_tuple(o.in);
@@ -388,20 +402,49 @@ PYBIND11_MODULE(_core, m) {
                    py::array_t<uint16_t, py::array::c_style> entries, uint32_t code_bits,
                    py::array_t<float, py::array::c_style> codebook, py::array_t<float, py::array::c_style> bias,
                    py::array_t<float, py::array::c_style> x, uint32_t out_c, uint32_t kh, uint32_t kw, uint32_t sh,
-                   uint32_t sw, uint32_t ph, uint32_t pw, uint32_t groups, uint32_t oc_chunk, uint32_t row_chunk) {
-    const KernelInfo& k = kernel(name, "conv");
+                   uint32_t sw, uint32_t ph, uint32_t pw, uint32_t groups, uint32_t oc_chunk, uint32_t row_chunk,
+                   uint32_t dh, uint32_t dw, int64_t pb, int64_t pr, py::object res, py::object clamp) {
+    const KernelInfo* kp = find_kernel(name);
+    if (!kp || (std::strcmp(kp->op, "conv") && std::strcmp(kp->op, "conv_dw")))
+      throw py::value_error("no conv kernel named " + name);
+    if (kp->supported && !kp->supported()) throw py::value_error(name + " is not supported on this CPU");
+    const KernelInfo& k = *kp;
     if (x.ndim() != 3) throw py::value_error("x must be [C, H, W]");
     if (uint64_t(x.size()) > kMaxActivation) throw py::value_error("x exceeds 2^28 elements");
     const uint32_t C = uint32_t(x.shape(0)), H = uint32_t(x.shape(1)), W = uint32_t(x.shape(2));
     if (!groups || C % groups || out_c % groups) throw py::value_error("groups must divide in and out channels");
+    if (!std::strcmp(k.op, "conv_dw") && (groups != C || out_c != C))
+      throw py::value_error("conv_dw kernels take depthwise geometry only (groups = in = out channels)");
+    // Bottom/right padding (pb, pr; -1: symmetric) as a pad folded into the conv at load makes it;
+    // checked as the symmetric geometry with the larger of each pair.
+    const uint32_t pbb = pb < 0 ? ph : uint32_t(pb), prr = pr < 0 ? pw : uint32_t(pr);
+    if (pbb > 64 || prr > 64) throw py::value_error("pb, pr: at most 64 here");
     WindowOut wo;
-    const std::string ge = check_conv_geometry(C, H, W, kh, kw, sh, sw, ph, pw, wo);
+    const std::string ge = check_conv_geometry(C, H, W, kh, kw, sh, sw, std::max(ph, pbb), std::max(pw, prr), dh, dw, wo);
     if (!ge.empty()) throw py::value_error("conv geometry: " + ge);
-    if (sat_mul(sat_mul(out_c, wo.out_h), wo.out_w) > kMaxActivation) throw py::value_error("output exceeds 2^28 elements");
+    const uint64_t ekh = uint64_t(dh) * (kh - 1) + 1, ekw = uint64_t(dw) * (kw - 1) + 1;
+    if (ekh > uint64_t(H) + ph + pbb || ekw > uint64_t(W) + pw + prr) throw py::value_error("kernel larger than the padded input");
+    const uint32_t oh = uint32_t((H + ph + pbb - ekh) / sh + 1), ow = uint32_t((W + pw + prr - ekw) / sw + 1);
+    if (sat_mul(sat_mul(out_c, oh), ow) > kMaxActivation) throw py::value_error("output exceeds 2^28 elements");
     if (uint64_t(bias.size()) != out_c) throw py::value_error("bias must be [out_c]");
     const QSparseMatrix w = checked_matrix(out_c, colptr, entries, code_bits, codebook);
     if (w.cols != uint64_t(C / groups) * kh * kw) throw py::value_error("cols != C/groups*kh*kw");
-    ConvGeom g{C, H, W, out_c, uint32_t(wo.out_h), uint32_t(wo.out_w), kh, kw, sh, sw, ph, pw, groups};
+    ConvGeom g{C, H, W, out_c, oh, ow, kh, kw, sh, sw, ph, pw, groups, pbb, prr, dh, dw};
+    ConvEpilogue ep;
+    py::array_t<float, py::array::c_style> res_a;
+    if (!res.is_none()) {
+      res_a = res.cast<py::array_t<float, py::array::c_style>>();
+      if (res_a.ndim() != 3 || uint32_t(res_a.shape(0)) != out_c || uint32_t(res_a.shape(1)) != oh ||
+          uint32_t(res_a.shape(2)) != ow)
+        throw py::value_error("res must be shaped like the output");
+      ep.res = res_a.data();
+    }
+    if (!clamp.is_none()) {
+      const auto lh = clamp.cast<std::pair<float, float>>();
+      ep.clamp = true;
+      ep.lo = lh.first;
+      ep.hi = lh.second;
+    }
     if (!oc_chunk) oc_chunk = out_c;
     if (!row_chunk) row_chunk = g.out_h;
     std::vector<uint32_t> rowptr(out_c + 1), rows_e;
@@ -423,10 +466,14 @@ PYBIND11_MODULE(_core, m) {
       for (uint32_t oc0 = 0; oc0 < out_c; oc0 += oc_chunk)
         for (uint32_t oy0 = 0; oy0 < g.out_h; oy0 += row_chunk)
           k.conv(wr, g, tapoff.data(), bp, xp, xpad.data(), yp, oc0, std::min(out_c, oc0 + oc_chunk), oy0,
-                 std::min(g.out_h, oy0 + row_chunk));
+                 std::min(g.out_h, oy0 + row_chunk), ep);
     }
     return y;
-  });
+  }, py::arg("name"), py::arg("colptr"), py::arg("entries"), py::arg("code_bits"), py::arg("codebook"),
+     py::arg("bias"), py::arg("x"), py::arg("out_c"), py::arg("kh"), py::arg("kw"), py::arg("sh"), py::arg("sw"),
+     py::arg("ph"), py::arg("pw"), py::arg("groups"), py::arg("oc_chunk") = 0, py::arg("row_chunk") = 0,
+     py::arg("dh") = 1, py::arg("dw") = 1, py::arg("pb") = -1, py::arg("pr") = -1, py::arg("res") = py::none(),
+     py::arg("clamp") = py::none());
   m.def("huffman_decode", [](const std::string& name, py::array_t<uint8_t, py::array::c_style> lengths,
                              const py::bytes& stream, py::array_t<uint32_t, py::array::c_style> offsets,
                              uint64_t n_symbols, uint32_t chunk_symbols) {

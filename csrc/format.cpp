@@ -123,9 +123,16 @@ std::string check_window(uint64_t h, uint64_t w, uint64_t kh, uint64_t kw, uint6
 }  // namespace
 
 std::string check_conv_geometry(uint64_t c, uint64_t h, uint64_t w, uint64_t kh, uint64_t kw, uint64_t sh,
-                                uint64_t sw, uint64_t ph, uint64_t pw, WindowOut& out) {
+                                uint64_t sw, uint64_t ph, uint64_t pw, uint64_t dh, uint64_t dw, WindowOut& out) {
+  if (!dh || !dw) return "dilation must be >= 1";
+  if (!kh || !kw) return "kernel must be >= 1";
+  // The window's extent; saturated, so a huge dilation fails "larger than the padded input".
+  kh = sat_add(sat_mul(dh, kh - 1), 1);
+  kw = sat_add(sat_mul(dw, kw - 1), 1);
   std::string e = check_window(h, w, kh, kw, sh, sw, ph, pw);
-  if (!e.empty()) return e;
+  if (!e.empty()) return (dh > 1 || dw > 1) ? e + " (the kernel's extent at dilation " + std::to_string(dh) + "x" +
+                                                   std::to_string(dw) + ")"
+                                             : e;
   const uint64_t hp = h + 2 * ph, wp = w + 2 * pw;
   // PadGeom (kernels/qsparse.hpp): sw phase planes of hp x ceil(wp / sw) per input channel.
   out.padded = sat_mul(sat_mul(sat_mul(c, sw), hp), (wp + sw - 1) / sw);
@@ -227,7 +234,7 @@ void parse_graph(const uint8_t* b, uint64_t len, ParsedFile& f) {
         fail(wo + ": input tensor " + std::to_string(t) + " is not produced before this op (ops in topological order)");
     int nparams = 0;
     switch (o.type) {
-      case OpType::Conv2d: nparams = 5; break;
+      case OpType::Conv2d: nparams = 7; break;
       case OpType::MaxPool: case OpType::AvgPool: nparams = 7; break;
       case OpType::Lrn: case OpType::Pad: nparams = 4; break;
       case OpType::Clip: case OpType::HardSigmoid: nparams = 2; break;
@@ -392,11 +399,12 @@ void check_graph(ParsedFile& f) {
       case OpType::Conv2d: {
         need3();
         const uint32_t sh = o.p[0], sw = o.p[1], ph = o.p[2], pw = o.p[3], g = o.p[4];
+        const uint64_t dh = uint64_t(o.p[5]) + 1, dw = uint64_t(o.p[6]) + 1;  // stored as dilation - 1
         const uint64_t c = s.d[0], h = s.d[1], wd = s.d[2];
         if (!g || c % g || L->rows % g) fail(w + ": groups must be >= 1 and divide the in/out channels");
         if ((c / g) * L->kh * L->kw != L->cols) fail(w + ": in_channels/groups*kh*kw != layer cols");
         WindowOut wo;
-        const std::string e = check_conv_geometry(c, h, wd, L->kh, L->kw, sh, sw, ph, pw, wo);
+        const std::string e = check_conv_geometry(c, h, wd, L->kh, L->kw, sh, sw, ph, pw, dh, dw, wo);
         if (!e.empty()) fail(w + ": " + e);
         if (sat_mul(sat_mul(L->rows, wo.out_h), wo.out_w) > kMaxActivation) fail(w + ": output exceeds 2^28 elements per sample");
         s = Shape{3, {L->rows, uint32_t(wo.out_h), uint32_t(wo.out_w)}};

@@ -141,11 +141,12 @@ struct WindowOut {
   uint64_t out_h = 0, out_w = 0;
   uint64_t padded = 0;  // conv: the runtime's phase-split padded input (PadGeom); pool: (H+2ph)(W+2pw)
 };
-// Conv2d on a [c, h, w] input with a kh x kw kernel. Returns "" or the rule the geometry breaks
-// (padding < kernel, kernel <= padded input, 1 <= stride <= padded input, padded input and
-// output <= 2^28 elements). Shared by the file reader and the kernel entry points.
+// Conv2d on a [c, h, w] input with a kh x kw kernel dilated by dh x dw (window extent
+// e = d(k - 1) + 1). Returns "" or the rule the geometry breaks (padding < extent, extent <=
+// padded input, 1 <= stride <= padded input, padded input and output <= 2^28 elements). Shared
+// by the file reader and the kernel entry points.
 std::string check_conv_geometry(uint64_t c, uint64_t h, uint64_t w, uint64_t kh, uint64_t kw, uint64_t sh,
-                                uint64_t sw, uint64_t ph, uint64_t pw, WindowOut& out);
+                                uint64_t sw, uint64_t ph, uint64_t pw, uint64_t dh, uint64_t dw, WindowOut& out);
 // Max/avg pooling (Caffe's sizes, §3.2): the same rules, padded input (h+2ph)(w+2pw) <= 2^28.
 std::string check_pool_geometry(uint64_t c, uint64_t h, uint64_t w, uint64_t kh, uint64_t kw, uint64_t sh,
                                 uint64_t sw, uint64_t ph, uint64_t pw, bool ceil_mode, WindowOut& out);

@@ -1,5 +1,12 @@
-// A loaded .dcz: execution layout derived from the file, buffers planned at load, and the
-// graph executor. Immutable after load; infer() is safe from many threads at once.
+// A loaded .dcz: execution layout derived from the file, ops fused and buffers planned at load,
+// and the graph executor. Immutable after load; infer() is safe from many threads at once.
+//
+// Where things live (a new op is one file in ops/ plus one line in ops/table.cpp):
+//   model.cpp   load (parse, limits, threads) and infer (prologue, the op loop)
+//   layout.cpp  decoding the Huffman streams and the kernels' execution layouts
+//   plan.cpp    load-time fusion (ExecOp) and the liveness plan of the activation arena
+//   ops/        one file per op family: how an op splits over threads and which kernel runs it
+//   kernels/    the micro-kernels: plain pointers in, outputs out (qsparse, spmv16, dense, ...)
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -68,12 +75,37 @@ struct BufferPlan {
   uint64_t activation = 0;  // elements: the largest tensor (input or op output)
   uint64_t arena = 0;       // elements: the tensors' arena, planned by liveness (its peak)
   uint64_t padded = 0;      // elements: the largest padded conv input
+  uint64_t scratch = 0;     // elements, not per sample: the workers' padded planes (depthwise convs)
   uint64_t lin_cols = 0, lin_rows = 0;  // batched linear layers' transposed blocks
   uint64_t work = 0;        // multiply-adds and element visits per sample, all ops
-  uint64_t bytes_per_sample() const { return 4 * (arena + padded + lin_cols + lin_rows); }
+  uint64_t bytes_per_sample() const { return 4 * (arena + padded + lin_cols + lin_rows); }  // + 4 * scratch once
 };
 
 struct Workspace;
+
+// A 1x1 stride-1 unpadded sparse conv runs as the sparse product W x X[C, H*W] (ops/conv.cpp).
+inline bool conv_is_pointwise(uint32_t storage, uint32_t kh, uint32_t kw, const ConvGeom& g) {
+  return storage == kStorageSparse && kh == 1 && kw == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0 &&
+         g.pb == 0 && g.pr == 0 && g.groups == 1;
+}
+
+// One op as the executor runs it: what load-time fusion (plan.cpp) made of the file's op.
+// A zero pad read only by a conv is folded into the conv's padded-input builder; an add (of a
+// same-shaped tensor) and a relu/clip that read only a conv's or linear's output run in its
+// epilogue (kernels/qsparse.hpp ConvEpilogue). Fused ops do not run; their outputs alias the
+// op they were fused into.
+struct ExecOp {
+  int32_t fused_into = -1;          // >= 0: this op runs inside that op
+  std::vector<uint32_t> reads;      // tensor ids read when it runs (a folded pad: the pad's input)
+  std::vector<uint32_t> absorbed;   // the ops fused into this one
+  int32_t residual = -1;            // epilogue: tensor id added to the output, before the clamp
+  bool clamp = false;               // epilogue: y = min(max(y, lo), hi)
+  float lo = 0.f, hi = 0.f;
+  ConvGeom geom{};                  // conv2d: its geometry, any folded pad included
+  std::vector<int64_t> tapoff;      // conv2d: conv_tap_offsets(geom)
+  uint64_t padded = 0;              // conv2d: padded_size(geom) per sample (0: pointwise, depthwise)
+  uint64_t plane = 0;               // depthwise conv2d: one padded channel plane + kConvSlack
+};
 
 class Model {
  public:
@@ -81,7 +113,9 @@ class Model {
   // threads: 1..kMaxThreads (0: the hardware's count, capped). Throws FormatError on any
   // defect of the bytes, LimitError where the valid network exceeds `limits`, and
   // std::system_error (after stopping the threads it started) where a worker cannot start.
-  Model(const uint8_t* data, size_t size, unsigned threads, const LoadLimits& limits = LoadLimits());
+  // fuse = false runs every op of the file on its own (the fused executor's reference twin).
+  Model(const uint8_t* data, size_t size, unsigned threads, const LoadLimits& limits = LoadLimits(),
+        bool fuse = true);
   ~Model();
 
   // x: [n, input] float32, y: [n, output]. Throws InputError on non-finite input.
@@ -94,6 +128,7 @@ class Model {
   const std::string& meta_json() const { return meta_json_; }
   const std::vector<ExecLayer>& layers() const { return layers_; }
   const std::vector<OpDesc>& ops() const { return ops_; }
+  const std::vector<ExecOp>& exec_ops() const { return exec_; }
   const LoadStats& load_stats() const { return stats_; }
   const BufferPlan& plan() const { return plan_; }
   const std::vector<uint64_t>& tensor_offsets() const { return tensor_off_; }
@@ -108,20 +143,24 @@ class Model {
   const KernelInfo& spmm() const { return *spmm_; }
   const KernelInfo& spmm_rows() const { return *spmm_rows_; }
   const KernelInfo& conv() const { return *conv_; }
+  const KernelInfo& conv_dw() const { return *conv_dw_; }
+  const KernelInfo& transpose() const { return *transpose_; }
+  ThreadPool& workers() const { return *pool_; }
   const KernelInfo& huff() const { return *huff_; }
 
  private:
   void decode_layers(ParsedFile& f);
+  void fuse_ops(const ParsedFile& f, bool fuse);
   void plan_tensors();
-  void run_op(const OpDesc& op, Workspace& ws, size_t n, const float* const* in, float* out) const;
+  void run_op(size_t i, Workspace& ws, size_t n, float* arena) const;
   Workspace* acquire(size_t n) const;
   void release(Workspace* ws) const;
 
   Shape input_;
   std::vector<float> mean_, inv_std_;
   std::vector<OpDesc> ops_;
+  std::vector<ExecOp> exec_;  // per op, fused at load
   std::vector<ExecLayer> layers_;
-  std::vector<std::vector<int64_t>> tapoff_;  // per conv op: conv_tap_offsets
   std::string meta_json_;
   LoadStats stats_;
   BufferPlan plan_;
@@ -129,7 +168,7 @@ class Model {
   // Tensors that alias (flatten, dropout, an elementwise op run in place) share an offset.
   std::vector<uint64_t> tensor_off_;
   std::unique_ptr<ThreadPool> pool_;
-  const KernelInfo *spmv_rows_, *spmv_cols_, *spmm_, *spmm_rows_, *conv_, *huff_, *transpose_;
+  const KernelInfo *spmv_rows_, *spmv_cols_, *spmm_, *spmm_rows_, *conv_, *conv_dw_, *huff_, *transpose_;
   mutable std::mutex ws_mutex_;
   mutable std::vector<std::unique_ptr<Workspace>> ws_free_;
 };

@@ -25,6 +25,9 @@ const std::vector<KernelInfo>& kernel_registry() {
     k.spmm_rows = spmm_rows_q_c24__generic; add(k);
     k = KernelInfo{"conv_q_rows__ref", "conv", "ref", true}; k.conv = conv_q_rows__ref; add(k);
     k = KernelInfo{"conv_q_rows__generic", "conv", "generic", false}; k.conv = conv_q_rows__generic; add(k);
+    // Depthwise: the general reference is the twin (the op takes only depthwise geometry).
+    k = KernelInfo{"conv_dw_q_rows__ref", "conv_dw", "ref", true}; k.conv = conv_q_rows__ref; add(k);
+    k = KernelInfo{"conv_dw_q_rows__generic", "conv_dw", "generic", false}; k.conv = conv_dw_q_rows__generic; add(k);
 #if DCRT_HAVE_AVX2
     k = KernelInfo{"spmv_rows_q_t16__bmi2", "spmv_rows", "bmi2", false}; k.spmv_rows = spmv_rows_q_t16__bmi2;
     k.supported = cpu_has_bmi2_fma; add(k);
@@ -35,6 +38,8 @@ const std::vector<KernelInfo>& kernel_registry() {
     k = KernelInfo{"spmm_rows_q_c24__avx2", "spmm_rows", "avx2", false}; k.spmm_rows = spmm_rows_q_c24__avx2;
     k.supported = cpu_has_avx2_fma; add(k);
     k = KernelInfo{"conv_q_rows__avx2", "conv", "avx2", false}; k.conv = conv_q_rows__avx2;
+    k.supported = cpu_has_avx2_fma; add(k);
+    k = KernelInfo{"conv_dw_q_rows__avx2", "conv_dw", "avx2", false}; k.conv = conv_dw_q_rows__avx2;
     k.supported = cpu_has_avx2_fma; add(k);
 #endif
     k = KernelInfo{"huffman_decode__ref", "huffman", "ref", true}; k.huff = huffman_decode__ref; add(k);

@@ -12,7 +12,7 @@ namespace dcrt {
 
 struct KernelInfo {
   const char* name;       // spmv_rows_q_t16__generic: <op>_<weights>_<layout>__<arch>
-  const char* op;         // "spmv_rows" | "spmv_cols" | "spmm" | "spmm_rows" | "conv" | "huffman" | "transpose"
+  const char* op;         // "spmv_rows" | "spmv_cols" | "spmm" | "spmm_rows" | "conv" | "conv_dw" | "huffman" | "transpose"
   const char* isa;        // "ref" | "generic" | ...
   bool reference;         // the plain twin every other kernel of this op is tested against
   SpmvRowsFn spmv_rows = nullptr;

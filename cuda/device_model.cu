@@ -465,6 +465,9 @@ DeviceModel::DeviceModel(const uint8_t* data, size_t size, int device) : impl_(s
     if (uint16_t(f.ops[i].type) > uint16_t(OpType::Dropout) || f.ops[i].inputs.size() != 1 || f.ops[i].inputs[0] != i)
       throw CudaError("op[" + std::to_string(i) + "]: the CUDA backend runs chains of the format 1.0 ops only (this "
                       "graph has branches or 1.2 ops); load it with device='cpu'");
+    else if (f.ops[i].type == OpType::Conv2d && (f.ops[i].p[5] || f.ops[i].p[6]))
+      throw CudaError("op[" + std::to_string(i) + "] (conv2d): the CUDA backend has no dilated convolution yet; "
+                      "load it with device='cpu'");
   m.input = f.input;
   m.ops = f.ops;
   m.meta = std::move(f.meta_json);

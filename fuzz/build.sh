@@ -16,9 +16,9 @@ declare -A ISA=(
   [csrc/kernels/spmv16_bmi2.cpp]="-mavx2 -mfma -mbmi -mbmi2"
   [csrc/huffman_bmi2.cpp]="-mbmi -mbmi2"
 )
-SRC=(csrc/crc32.cpp csrc/format.cpp csrc/huffman.cpp csrc/relidx.cpp csrc/kernels/qsparse.cpp
-     csrc/kernels/spmv16.cpp csrc/kernels/dense.cpp csrc/kernels/elementwise.cpp csrc/registry.cpp csrc/threadpool.cpp csrc/model.cpp
-     csrc/kernels/qsparse_avx2.cpp csrc/kernels/spmv16_bmi2.cpp csrc/huffman_bmi2.cpp fuzz/fuzz_load.cpp)
+# The core's sources as CMakeLists.txt lists them (one list to keep), then the ISA files.
+mapfile -t CORE < <(sed -n '/^add_library(dcrt_core STATIC/,/^)/p' CMakeLists.txt | grep -o 'csrc/[^ )]*\.cpp')
+SRC=("${CORE[@]}" "${!ISA[@]}" fuzz/fuzz_load.cpp)
 pids=() objs=()
 for s in "${SRC[@]}"; do
   o="$OUT/obj/$(echo "$s" | tr / _).o"

@@ -14,46 +14,68 @@ constexpr uint32_t kTile = 16;
 constexpr uint32_t kRows = ::dcrt::kConvRowBlock;
 
 #if defined(__AVX2__) && defined(__FMA__)
-// Eight named accumulators, not an array: GCC keeps a __m256 array in memory and stores
-// it every iteration, which chains each tap through store forwarding (~13 cycles per tap
-// measured instead of ~5).
-inline void conv_load_row(const float* yo, bool first, float b, uint32_t n, __m256& lo, __m256& hi) {
-  if (first) {
-    lo = hi = _mm256_set1_ps(b);
-  } else if (n == kTile) {
-    lo = _mm256_loadu_ps(yo);
-    hi = _mm256_loadu_ps(yo + 8);
+// Lane masks for a tile of n < kTile pixels: maskload/maskstore (a scalar copy through a stack
+// array per row cost more than the taps at widths 7, 14 and 28).
+inline void conv_masks(uint32_t n, __m256i& mlo, __m256i& mhi) {
+  alignas(32) static const int32_t ramp[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+  const __m256i nn = _mm256_set1_epi32(int32_t(n));
+  mlo = _mm256_cmpgt_epi32(nn, _mm256_load_si256(reinterpret_cast<const __m256i*>(ramp)));
+  mhi = _mm256_cmpgt_epi32(nn, _mm256_load_si256(reinterpret_cast<const __m256i*>(ramp + 8)));
+}
+
+inline void conv_load_row(const float* p, uint32_t n, __m256i mlo, __m256i mhi, __m256& lo, __m256& hi) {
+  if (n == kTile) {
+    lo = _mm256_loadu_ps(p);
+    hi = _mm256_loadu_ps(p + 8);
   } else {
-    alignas(32) float t[kTile] = {};
-    for (uint32_t i = 0; i < n; ++i) t[i] = yo[i];
-    lo = _mm256_load_ps(t);
-    hi = _mm256_load_ps(t + 8);
+    lo = _mm256_maskload_ps(p, mlo);
+    hi = _mm256_maskload_ps(p + 8, mhi);
   }
 }
 
-inline void conv_store_row(float* yo, uint32_t n, __m256 lo, __m256 hi) {
+// The epilogue on the last channel block: + residual, then the clamp (relu, relu6, clip).
+inline void conv_store_row(float* yo, const float* ro, uint32_t n, __m256i mlo, __m256i mhi, bool last,
+                           const ::dcrt::ConvEpilogue& ep, __m256 lo, __m256 hi) {
+  if (last && ep.res) {
+    __m256 r0, r1;
+    conv_load_row(ro, n, mlo, mhi, r0, r1);
+    lo = _mm256_add_ps(lo, r0);
+    hi = _mm256_add_ps(hi, r1);
+  }
+  if (last && ep.clamp) {
+    const __m256 a = _mm256_set1_ps(ep.lo), b = _mm256_set1_ps(ep.hi);
+    lo = _mm256_min_ps(_mm256_max_ps(lo, a), b);
+    hi = _mm256_min_ps(_mm256_max_ps(hi, a), b);
+  }
   if (n == kTile) {
     _mm256_storeu_ps(yo, lo);
     _mm256_storeu_ps(yo + 8, hi);
   } else {
-    alignas(32) float t[kTile];
-    _mm256_store_ps(t, lo);
-    _mm256_store_ps(t + 8, hi);
-    for (uint32_t i = 0; i < n; ++i) yo[i] = t[i];
+    _mm256_maskstore_ps(yo, mlo, lo);
+    _mm256_maskstore_ps(yo + 8, mhi, hi);
   }
 }
 
+// Eight named accumulators, not an array: GCC keeps a __m256 array in memory and stores
+// it every iteration, which chains each tap through store forwarding (~13 cycles per tap
+// measured instead of ~5).
 template <uint32_t R>
 inline void conv_block(const ::dcrt::QConvRows& w, const uint32_t* e0, const uint32_t* e1,
-                       const int64_t* __restrict coloff, float b, bool first, const float* __restrict xb,
-                       size_t rs, float* __restrict yo, size_t ys, uint32_t n) {
+                       const int64_t* __restrict coloff, float b, bool first, bool last, const float* __restrict xb,
+                       size_t rs, float* __restrict yo, const float* ro, size_t ys, uint32_t n,
+                       const ::dcrt::ConvEpilogue& ep) {
   static_assert(kTile == 16 && R >= 1 && R <= 4, "two AVX2 vectors per row, up to 4 rows");
   const uint32_t mask = (1u << w.code_bits) - 1;
-  __m256 a0, a1, a2 = _mm256_setzero_ps(), a3 = a2, a4 = a2, a5 = a2, a6 = a2, a7 = a2;
-  conv_load_row(yo, first, b, n, a0, a1);
-  if constexpr (R > 1) conv_load_row(yo + ys, first, b, n, a2, a3);
-  if constexpr (R > 2) conv_load_row(yo + 2 * ys, first, b, n, a4, a5);
-  if constexpr (R > 3) conv_load_row(yo + 3 * ys, first, b, n, a6, a7);
+  __m256i mlo, mhi;
+  conv_masks(n, mlo, mhi);
+  const __m256 bv = _mm256_set1_ps(b);
+  __m256 a0 = bv, a1 = bv, a2 = bv, a3 = bv, a4 = bv, a5 = bv, a6 = bv, a7 = bv;
+  if (!first) {
+    conv_load_row(yo, n, mlo, mhi, a0, a1);
+    if constexpr (R > 1) conv_load_row(yo + ys, n, mlo, mhi, a2, a3);
+    if constexpr (R > 2) conv_load_row(yo + 2 * ys, n, mlo, mhi, a4, a5);
+    if constexpr (R > 3) conv_load_row(yo + 3 * ys, n, mlo, mhi, a6, a7);
+  }
   for (const uint32_t* e = e0; e < e1; ++e) {
     const __m256 v = _mm256_broadcast_ss(w.codebook + (*e & mask));
     const float* xp = xb + coloff[*e >> 8];
@@ -72,16 +94,54 @@ inline void conv_block(const ::dcrt::QConvRows& w, const uint32_t* e0, const uin
       a7 = _mm256_fmadd_ps(v, _mm256_loadu_ps(xp + 3 * rs + 8), a7);
     }
   }
-  conv_store_row(yo, n, a0, a1);
-  if constexpr (R > 1) conv_store_row(yo + ys, n, a2, a3);
-  if constexpr (R > 2) conv_store_row(yo + 2 * ys, n, a4, a5);
-  if constexpr (R > 3) conv_store_row(yo + 3 * ys, n, a6, a7);
+  conv_store_row(yo, ro, n, mlo, mhi, last, ep, a0, a1);
+  if constexpr (R > 1) conv_store_row(yo + ys, ro + ys, n, mlo, mhi, last, ep, a2, a3);
+  if constexpr (R > 2) conv_store_row(yo + 2 * ys, ro + 2 * ys, n, mlo, mhi, last, ep, a4, a5);
+  if constexpr (R > 3) conv_store_row(yo + 3 * ys, ro + 3 * ys, n, mlo, mhi, last, ep, a6, a7);
 }
+
+// Depthwise rows (one input channel per output channel): the channel's few taps (3x3: at most
+// 9) are decoded once into (weight, offset) pairs, then every R-row x 8-pixel block of the
+// channel runs them: 8-lane tiles waste at most 7 lanes per row (the 16-lane tiles of the
+// general kernel waste 9 of 16 at width 7), tails are masked, no per-block bookkeeping.
+template <uint32_t R>
+inline void dw_block(const float* __restrict tw, const int64_t* __restrict to, uint32_t nt, float b,
+                     const float* __restrict xb, size_t rs, float* __restrict yo, const float* ro, size_t ys,
+                     uint32_t n, const ::dcrt::ConvEpilogue& ep) {
+  const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(int32_t(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  __m256 a0 = _mm256_set1_ps(b), a1 = a0, a2 = a0, a3 = a0;
+  for (uint32_t t = 0; t < nt; ++t) {
+    const __m256 v = _mm256_broadcast_ss(tw + t);
+    const float* xp = xb + to[t];
+    a0 = _mm256_fmadd_ps(v, _mm256_loadu_ps(xp), a0);
+    if constexpr (R > 1) a1 = _mm256_fmadd_ps(v, _mm256_loadu_ps(xp + rs), a1);
+    if constexpr (R > 2) a2 = _mm256_fmadd_ps(v, _mm256_loadu_ps(xp + 2 * rs), a2);
+    if constexpr (R > 3) a3 = _mm256_fmadd_ps(v, _mm256_loadu_ps(xp + 3 * rs), a3);
+  }
+  __m256 acc[4] = {a0, a1, a2, a3};
+  for (uint32_t r = 0; r < R; ++r) {
+    __m256 v = acc[r];
+    if (ep.res) v = _mm256_add_ps(v, n == 8 ? _mm256_loadu_ps(ro + r * ys) : _mm256_maskload_ps(ro + r * ys, m));
+    if (ep.clamp) v = _mm256_min_ps(_mm256_max_ps(v, _mm256_set1_ps(ep.lo)), _mm256_set1_ps(ep.hi));
+    if (n == 8)
+      _mm256_storeu_ps(yo + r * ys, v);
+    else
+      _mm256_maskstore_ps(yo + r * ys, m, v);
+  }
+}
+constexpr uint32_t kDwTile = 8;
 #else
+inline float conv_epi(float v, const float* ro, size_t i, const ::dcrt::ConvEpilogue& ep) {
+  if (ep.res) v += ro[i];
+  if (ep.clamp) v = std::min(std::max(v, ep.lo), ep.hi);
+  return v;
+}
+
 template <uint32_t R>
 inline void conv_block(const ::dcrt::QConvRows& w, const uint32_t* e0, const uint32_t* e1,
-                            const int64_t* __restrict coloff, float b, bool first, const float* __restrict xb,
-                            size_t rs, float* __restrict yo, size_t ys, uint32_t n) {
+                       const int64_t* __restrict coloff, float b, bool first, bool last, const float* __restrict xb,
+                       size_t rs, float* __restrict yo, const float* ro, size_t ys, uint32_t n,
+                       const ::dcrt::ConvEpilogue& ep) {
   const uint32_t mask = (1u << w.code_bits) - 1;
   float acc[R][kTile];
   for (uint32_t r = 0; r < R; ++r)
@@ -93,8 +153,24 @@ inline void conv_block(const ::dcrt::QConvRows& w, const uint32_t* e0, const uin
       for (uint32_t i = 0; i < kTile; ++i) acc[r][i] += v * xp[r * rs + i];
   }
   for (uint32_t r = 0; r < R; ++r)
-    for (uint32_t i = 0; i < n; ++i) yo[r * ys + i] = acc[r][i];
+    for (uint32_t i = 0; i < n; ++i) yo[r * ys + i] = last ? conv_epi(acc[r][i], ro, r * ys + i, ep) : acc[r][i];
 }
+
+template <uint32_t R>
+inline void dw_block(const float* __restrict tw, const int64_t* __restrict to, uint32_t nt, float b,
+                     const float* __restrict xb, size_t rs, float* __restrict yo, const float* ro, size_t ys,
+                     uint32_t n, const ::dcrt::ConvEpilogue& ep) {
+  constexpr uint32_t L = 8;
+  float acc[R][L];
+  for (uint32_t r = 0; r < R; ++r)
+    for (uint32_t i = 0; i < L; ++i) acc[r][i] = b;
+  for (uint32_t t = 0; t < nt; ++t)
+    for (uint32_t r = 0; r < R; ++r)
+      for (uint32_t i = 0; i < L; ++i) acc[r][i] += tw[t] * xb[to[t] + r * rs + i];
+  for (uint32_t r = 0; r < R; ++r)
+    for (uint32_t i = 0; i < n; ++i) yo[r * ys + i] = conv_epi(acc[r][i], ro, r * ys + i, ep);
+}
+constexpr uint32_t kDwTile = 8;
 #endif
 
 // Any stride: the PadGeom layout makes consecutive output pixels read consecutive floats.
@@ -112,13 +188,14 @@ constexpr uint32_t kIcBlock = 32;
 
 inline void conv_rows(const ::dcrt::QConvRows& w, const ::dcrt::ConvGeom& g, const int64_t* __restrict coloff,
                       const float* bias, const float* __restrict xpad, float* __restrict y, uint32_t oc0,
-                      uint32_t oc1, uint32_t oy0, uint32_t oy1) {
+                      uint32_t oc1, uint32_t oy0, uint32_t oy1, const ::dcrt::ConvEpilogue& ep) {
   static_assert(kRows == 4, "the switch below dispatches R = 1..4");
   const uint32_t icg = g.in_c / g.groups, ocg = g.out_c / g.groups, taps = g.kh * g.kw;
   const uint32_t nib = (icg + kIcBlock - 1) / kIcBlock;
   const ::dcrt::PadGeom pg = ::dcrt::pad_geom(g);
   const size_t rs = size_t(g.sh) * pg.wq, ys = g.out_w;
   std::vector<const uint32_t*> bnd(size_t(kOcBlock) * (nib + 1));  // per channel: channel-block starts
+  uint32_t klast[kOcBlock];  // per channel: its last channel block with taps (the epilogue's)
   for (uint32_t ob = oc0; ob < oc1; ob += kOcBlock) {
     const uint32_t ob1 = std::min(oc1, ob + kOcBlock);
     for (uint32_t oc = ob; oc < ob1; ++oc) {  // entries ascend by column, so by input channel
@@ -131,6 +208,9 @@ inline void conv_rows(const ::dcrt::QConvRows& w, const ::dcrt::ConvGeom& g, con
         while (e < e1 && (*e >> 8) < col_end) ++e;
       }
       bo[nib] = e1;
+      klast[oc - ob] = 0;
+      for (uint32_t k = 1; k < nib; ++k)
+        if (bo[k] != bo[k + 1]) klast[oc - ob] = k;
     }
     for (uint32_t oy = oy0; oy < oy1; oy += kRows) {
       const uint32_t nr = std::min(kRows, oy1 - oy);
@@ -141,15 +221,52 @@ inline void conv_rows(const ::dcrt::QConvRows& w, const ::dcrt::ConvGeom& g, con
             const uint32_t** bo = bnd.data() + size_t(oc - ob) * (nib + 1);
             if (k > 0 && bo[k] == bo[k + 1]) continue;  // no taps in this channel block
             const float* xb = xpad + size_t(oc / ocg) * icg * pg.plane + size_t(oy) * rs + ox0;
-            float* yb = y + (size_t(oc) * g.out_h + oy) * ys + ox0;
-            const bool first = k == 0;
+            const size_t yoff = (size_t(oc) * g.out_h + oy) * ys + ox0;
+            float* yb = y + yoff;
+            const float* rb = ep.res ? ep.res + yoff : nullptr;
+            const bool first = k == 0, last = k == klast[oc - ob];
             switch (nr) {
-              case 4: conv_block<4>(w, bo[k], bo[k + 1], coloff, bias[oc], first, xb, rs, yb, ys, n); break;
-              case 3: conv_block<3>(w, bo[k], bo[k + 1], coloff, bias[oc], first, xb, rs, yb, ys, n); break;
-              case 2: conv_block<2>(w, bo[k], bo[k + 1], coloff, bias[oc], first, xb, rs, yb, ys, n); break;
-              default: conv_block<1>(w, bo[k], bo[k + 1], coloff, bias[oc], first, xb, rs, yb, ys, n); break;
+              case 4: conv_block<4>(w, bo[k], bo[k + 1], coloff, bias[oc], first, last, xb, rs, yb, rb, ys, n, ep); break;
+              case 3: conv_block<3>(w, bo[k], bo[k + 1], coloff, bias[oc], first, last, xb, rs, yb, rb, ys, n, ep); break;
+              case 2: conv_block<2>(w, bo[k], bo[k + 1], coloff, bias[oc], first, last, xb, rs, yb, rb, ys, n, ep); break;
+              default: conv_block<1>(w, bo[k], bo[k + 1], coloff, bias[oc], first, last, xb, rs, yb, rb, ys, n, ep); break;
             }
           }
+      }
+    }
+  }
+}
+
+// Depthwise convolution (groups = in_c = out_c): same contract as conv_rows for that geometry.
+inline void conv_dw_rows(const ::dcrt::QConvRows& w, const ::dcrt::ConvGeom& g, const int64_t* __restrict coloff,
+                         const float* bias, const float* __restrict xpad, float* __restrict y, uint32_t oc0,
+                         uint32_t oc1, uint32_t oy0, uint32_t oy1, const ::dcrt::ConvEpilogue& ep) {
+  const uint32_t mask = (1u << w.code_bits) - 1;
+  const ::dcrt::PadGeom pg = ::dcrt::pad_geom(g);
+  const size_t rs = size_t(g.sh) * pg.wq, ys = g.out_w;
+  const uint32_t taps = g.kh * g.kw;
+  std::vector<float> tw(taps);
+  std::vector<int64_t> to(taps);
+  for (uint32_t oc = oc0; oc < oc1; ++oc) {
+    uint32_t nt = 0;
+    for (uint32_t e = w.rowptr[oc]; e < w.rowptr[oc + 1]; ++e, ++nt) {
+      tw[nt] = w.codebook[w.entries[e] & mask];
+      to[nt] = coloff[w.entries[e] >> 8];
+    }
+    const float* xc = xpad + size_t(oc) * pg.plane;
+    for (uint32_t oy = oy0; oy < oy1; oy += kRows) {
+      const uint32_t nr = std::min(kRows, oy1 - oy);
+      for (uint32_t ox0 = 0; ox0 < g.out_w; ox0 += kDwTile) {
+        const uint32_t n = std::min(kDwTile, g.out_w - ox0);
+        const float* xb = xc + size_t(oy) * rs + ox0;
+        const size_t yoff = (size_t(oc) * g.out_h + oy) * ys + ox0;
+        const float* rb = ep.res ? ep.res + yoff : nullptr;
+        switch (nr) {
+          case 4: dw_block<4>(tw.data(), to.data(), nt, bias[oc], xb, rs, y + yoff, rb, ys, n, ep); break;
+          case 3: dw_block<3>(tw.data(), to.data(), nt, bias[oc], xb, rs, y + yoff, rb, ys, n, ep); break;
+          case 2: dw_block<2>(tw.data(), to.data(), nt, bias[oc], xb, rs, y + yoff, rb, ys, n, ep); break;
+          default: dw_block<1>(tw.data(), to.data(), nt, bias[oc], xb, rs, y + yoff, rb, ys, n, ep); break;
+        }
       }
     }
   }

@@ -112,7 +112,8 @@ void linear_f32(const float* w, const float* b, const float* __restrict x, float
 }
 
 void conv_f32(const float* w, uint32_t cols, const ConvGeom& g, const int64_t* tapoff, const float* bias,
-              const float* xpad, float* y, uint32_t oc0, uint32_t oc1, uint32_t oy0, uint32_t oy1) {
+              const float* xpad, float* y, uint32_t oc0, uint32_t oc1, uint32_t oy0, uint32_t oy1,
+              const ConvEpilogue& ep) {
   constexpr uint32_t kTile = 16;
   const uint32_t icg = g.in_c / g.groups, ocg = g.out_c / g.groups;
   const PadGeom pg = pad_geom(g);
@@ -132,7 +133,14 @@ void conv_f32(const float* w, uint32_t cols, const ConvGeom& g, const int64_t* t
           const float* xp = xb + tapoff[c];
           for (uint32_t i = 0; i < n; ++i) acc[i] += v * xp[i];
         }
-        for (uint32_t i = 0; i < n; ++i) yo[size_t(oy) * g.out_w + ox0 + i] = acc[i];
+        const size_t o = size_t(oy) * g.out_w + ox0;
+        const float* ro = ep.res ? ep.res + size_t(oc) * g.out_h * g.out_w + o : nullptr;
+        for (uint32_t i = 0; i < n; ++i) {
+          float v = acc[i];
+          if (ro) v += ro[i];
+          if (ep.clamp) v = std::min(std::max(v, ep.lo), ep.hi);
+          yo[o + i] = v;
+        }
       }
   }
 }

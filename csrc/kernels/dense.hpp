@@ -32,6 +32,7 @@ void linear_f32(const float* w, const float* b, const float* x, float* y, uint32
 // [out_c, cols] row-major.
 // Same input contract as ConvFn: padded input xpad (+ kConvSlack) and conv_tap_offsets.
 void conv_f32(const float* w, uint32_t cols, const ConvGeom& g, const int64_t* tapoff, const float* bias,
-              const float* xpad, float* y, uint32_t oc0, uint32_t oc1, uint32_t oy0, uint32_t oy1);
+              const float* xpad, float* y, uint32_t oc0, uint32_t oc1, uint32_t oy0, uint32_t oy1,
+              const ConvEpilogue& ep);
 
 }  // namespace dcrt

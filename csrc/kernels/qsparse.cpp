@@ -55,7 +55,8 @@ void spmm_rows_q_c24__generic(const QConvRows& w, const float* __restrict xt, si
 }
 
 void conv_q_rows__ref(const QConvRows& w, const ConvGeom& g, const int64_t*, const float* bias, const float* x,
-                      const float*, float* y, uint32_t oc0, uint32_t oc1, uint32_t oy0, uint32_t oy1) {
+                      const float*, float* y, uint32_t oc0, uint32_t oc1, uint32_t oy0, uint32_t oy1,
+                      const ConvEpilogue& ep) {
   const uint32_t mask = (1u << w.code_bits) - 1;
   const uint32_t icg = g.in_c / g.groups, ocg = g.out_c / g.groups, taps = g.kh * g.kw;
   for (uint32_t oc = oc0; oc < oc1; ++oc)
@@ -64,12 +65,15 @@ void conv_q_rows__ref(const QConvRows& w, const ConvGeom& g, const int64_t*, con
         float s = bias[oc];
         for (uint32_t e = w.rowptr[oc]; e < w.rowptr[oc + 1]; ++e) {
           const uint32_t col = w.entries[e] >> 8, ic = oc / ocg * icg + col / taps;
-          const int64_t iy = int64_t(oy) * g.sh - g.ph + (col / g.kw) % g.kh;
-          const int64_t ix = int64_t(ox) * g.sw - g.pw + col % g.kw;
+          const int64_t iy = int64_t(oy) * g.sh - g.ph + int64_t((col / g.kw) % g.kh) * g.dh;
+          const int64_t ix = int64_t(ox) * g.sw - g.pw + int64_t(col % g.kw) * g.dw;
           if (iy >= 0 && ix >= 0 && iy < g.in_h && ix < g.in_w)
             s += w.codebook[w.entries[e] & mask] * x[(size_t(ic) * g.in_h + iy) * g.in_w + ix];
         }
-        y[(size_t(oc) * g.out_h + oy) * g.out_w + ox] = s;
+        const size_t o = (size_t(oc) * g.out_h + oy) * g.out_w + ox;
+        if (ep.res) s += ep.res[o];
+        if (ep.clamp) s = std::min(std::max(s, ep.lo), ep.hi);
+        y[o] = s;
       }
 }
 
@@ -138,7 +142,7 @@ void pad_input(const ConvGeom& g, const float* x, float* xpad) {
   for (uint32_t c = 0; c < g.in_c; ++c)
     for (uint32_t p = 0; p < sw; ++p)
       for (size_t r = 0; r < pg.hp; ++r, d += pg.wq) {
-        const int64_t iy = int64_t(r) - g.ph;
+        const int64_t iy = int64_t(r) - int64_t(g.ph);
         if (iy < 0 || iy >= int64_t(g.in_h)) {
           std::fill(d, d + pg.wq, 0.f);
           continue;
@@ -149,10 +153,13 @@ void pad_input(const ConvGeom& g, const float* x, float* xpad) {
           std::copy(xr, xr + g.in_w, d + g.pw);
           std::fill(d + g.pw + g.in_w, d + pg.wq, 0.f);
         } else {
-          for (size_t j = 0; j < pg.wq; ++j) {
-            const int64_t ix = int64_t(j * sw + p) - g.pw;
-            d[j] = ix >= 0 && ix < int64_t(g.in_w) ? xr[ix] : 0.f;
-          }
+          // Phase p, column j holds padded column j*sw + p = input column j*sw + p - pw: zeros
+          // left of the input, then every sw-th input float, then zeros (no per-float test).
+          const int64_t first = int64_t(p) - int64_t(g.pw);  // input column of j = 0
+          size_t j = 0;
+          for (; j < pg.wq && first + int64_t(j * sw) < 0; ++j) d[j] = 0.f;
+          for (int64_t ix = first + int64_t(j * sw); j < pg.wq && ix < int64_t(g.in_w); ++j, ix += sw) d[j] = xr[ix];
+          for (; j < pg.wq; ++j) d[j] = 0.f;
         }
       }
   // No write past the padded sample: in a batch the next sample starts right here.
@@ -166,15 +173,21 @@ void conv_tap_offsets(const ConvGeom& g, uint32_t cols, int64_t* tapoff) {
   const PadGeom pg = pad_geom(g);
   const uint32_t taps = g.kh * g.kw;
   for (uint32_t c = 0; c < cols; ++c) {
-    const uint32_t ky = (c / g.kw) % g.kh, kx = c % g.kw;
+    const uint64_t ky = (c / g.kw) % g.kh * uint64_t(g.dh), kx = c % g.kw * uint64_t(g.dw);  // padded offsets
     tapoff[c] = int64_t((c / taps) * pg.plane + (kx % g.sw) * pg.hp * pg.wq + ky * pg.wq + kx / g.sw);
   }
 }
 
 void conv_q_rows__generic(const QConvRows& w, const ConvGeom& g, const int64_t* tapoff, const float* bias,
                           const float*, const float* xpad, float* y, uint32_t oc0, uint32_t oc1, uint32_t oy0,
-                          uint32_t oy1) {
-  generic::conv_rows(w, g, tapoff, bias, xpad, y, oc0, oc1, oy0, oy1);
+                          uint32_t oy1, const ConvEpilogue& ep) {
+  generic::conv_rows(w, g, tapoff, bias, xpad, y, oc0, oc1, oy0, oy1, ep);
+}
+
+void conv_dw_q_rows__generic(const QConvRows& w, const ConvGeom& g, const int64_t* tapoff, const float* bias,
+                             const float*, const float* xpad, float* y, uint32_t oc0, uint32_t oc1, uint32_t oy0,
+                             uint32_t oy1, const ConvEpilogue& ep) {
+  generic::conv_dw_rows(w, g, tapoff, bias, xpad, y, oc0, oc1, oy0, oy1, ep);
 }
 
 }  // namespace dcrt

@@ -14,10 +14,13 @@ struct QSparseMatrix {
   const float* codebook;    // [1 << code_bits], codebook[0] == 0 (fillers)
 };
 
+// ph, pw: top and left zero padding; pb, pr: bottom and right (the file's conv2d is symmetric,
+// pb = ph and pr = pw; a pad op folded into the conv at load makes them differ); dh, dw: dilation.
 struct ConvGeom {
   uint32_t in_c, in_h, in_w;
   uint32_t out_c, out_h, out_w;
   uint32_t kh, kw, sh, sw, ph, pw, groups;
+  uint32_t pb, pr, dh, dw;
 };
 
 // yt[r*ldy + i] += sum_c W[r, c] * xt[c*ldx + i] for i < n (column-major batch).
@@ -44,25 +47,39 @@ using SpmmRowsFn = void (*)(const QConvRows& w, const float* xt, size_t ldx, flo
 
 // The fast kernels' padded input: per input channel, sw phase planes of hp = in_h + 2ph rows
 // by wq = ceil((in_w + 2pw) / sw) columns; phase p, column j holds padded column j*sw + p.
-// Output pixel (oy, ox) with tap (ky, kx) reads phase kx % sw, row oy*sh + ky, column
-// ox + kx / sw: consecutive output pixels read consecutive floats at any stride.
+// Output pixel (oy, ox) with tap (ky, kx) reads padded row oy*sh + ky*dh and padded column
+// ox*sw + kx*dw: phase (kx*dw) % sw, column ox + (kx*dw) / sw, so consecutive output pixels read
+// consecutive floats at any stride and dilation.
 struct PadGeom {
   size_t hp, wq, plane;  // rows, columns of a phase plane; floats per input channel
 };
 inline PadGeom pad_geom(const ConvGeom& g) {
-  const size_t hp = g.in_h + 2 * size_t(g.ph), wq = (g.in_w + 2 * size_t(g.pw) + g.sw - 1) / g.sw;
+  const size_t hp = size_t(g.in_h) + g.ph + g.pb, wq = (size_t(g.in_w) + g.pw + g.pr + g.sw - 1) / g.sw;
   return {hp, wq, size_t(g.sw) * hp * wq};
 }
 inline size_t padded_size(const ConvGeom& g) { return size_t(g.in_c) * pad_geom(g).plane; }
 
+// What a conv kernel does to each output once its sum is complete (ops fused at load, see
+// ExecOp): y = sum (+ res) then, if clamp, min(max(y, lo), hi) (relu: [0, inf), relu6: [0, 6]).
+// res: a tensor shaped like y (the residual of an add), or null. The order (bias, taps, res,
+// clamp) is the unfused ops' order, so a fused result equals the unfused one bit for bit.
+struct ConvEpilogue {
+  const float* res = nullptr;
+  bool clamp = false;
+  float lo = 0.f, hi = 0.f;
+};
+
 // Output channels [oc0, oc1) x output rows [oy0, oy1) of one sample:
-// y[oc, oy, :] = bias[oc] + conv(x). Rectangles write disjoint outputs: split them over threads.
+// y[oc, oy, :] = epilogue(bias[oc] + conv(x)). Rectangles write disjoint outputs: split them
+// over threads.
 // x: [in_c, in_h, in_w]; xpad: pad_input(g, x), padded_size(g) floats, followed by kConvSlack
 // readable floats (any contents: they only feed discarded lanes); tapoff:
 // conv_tap_offsets(g, cols). Fast kernels read xpad and tapoff, references read x.
 using ConvFn = void (*)(const QConvRows& w, const ConvGeom& g, const int64_t* tapoff, const float* bias,
                         const float* x, const float* xpad, float* y, uint32_t oc0, uint32_t oc1, uint32_t oy0,
-                        uint32_t oy1);
+                        uint32_t oy1, const ConvEpilogue& ep);
+// Depthwise convolution (ConvFn for groups = in_c = out_c only; conv_q_rows__ref is its twin).
+inline bool conv_is_depthwise(const ConvGeom& g) { return g.groups == g.in_c && g.groups == g.out_c; }
 
 // Offset of column c's tap (channel-in-group, ky, kx) in the padded input of its group
 // (PadGeom layout); output pixel (oy, ox) adds oy * sh * wq + ox.
@@ -86,13 +103,15 @@ void spmm_rows_q_c24__generic(const QConvRows& w, const float* xt, size_t ldx, f
                               uint32_t r0, uint32_t r1);
 void spmm_rows_q_c24__avx2(const QConvRows& w, const float* xt, size_t ldx, float* yt, size_t ldy, size_t n,
                            uint32_t r0, uint32_t r1);
-void conv_q_rows__ref(const QConvRows& w, const ConvGeom& g, const int64_t* tapoff, const float* bias,
-                      const float* x, const float* xpad, float* y, uint32_t oc0, uint32_t oc1, uint32_t oy0, uint32_t oy1);
-void conv_q_rows__generic(const QConvRows& w, const ConvGeom& g, const int64_t* tapoff, const float* bias,
-                          const float* x, const float* xpad, float* y, uint32_t oc0, uint32_t oc1, uint32_t oy0,
-                        uint32_t oy1);
-void conv_q_rows__avx2(const QConvRows& w, const ConvGeom& g, const int64_t* tapoff, const float* bias,
-                       const float* x, const float* xpad, float* y, uint32_t oc0, uint32_t oc1, uint32_t oy0, uint32_t oy1);
+#define DCRT_CONV_ARGS                                                                                      \
+  const QConvRows &w, const ConvGeom &g, const int64_t *tapoff, const float *bias, const float *x, const float *xpad, \
+      float *y, uint32_t oc0, uint32_t oc1, uint32_t oy0, uint32_t oy1, const ConvEpilogue &ep
+void conv_q_rows__ref(DCRT_CONV_ARGS);
+void conv_q_rows__generic(DCRT_CONV_ARGS);
+void conv_q_rows__avx2(DCRT_CONV_ARGS);
+void conv_dw_q_rows__generic(DCRT_CONV_ARGS);
+void conv_dw_q_rows__avx2(DCRT_CONV_ARGS);
+#undef DCRT_CONV_ARGS
 bool cpu_has_avx2_fma();  // the __avx2 kernels need both
 
 }  // namespace dcrt

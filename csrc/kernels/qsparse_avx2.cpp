@@ -16,8 +16,14 @@ namespace avx2 {
 
 void conv_q_rows__avx2(const QConvRows& w, const ConvGeom& g, const int64_t* tapoff, const float* bias,
                        const float*, const float* xpad, float* y, uint32_t oc0, uint32_t oc1, uint32_t oy0,
-                       uint32_t oy1) {
-  avx2::conv_rows(w, g, tapoff, bias, xpad, y, oc0, oc1, oy0, oy1);
+                       uint32_t oy1, const ConvEpilogue& ep) {
+  avx2::conv_rows(w, g, tapoff, bias, xpad, y, oc0, oc1, oy0, oy1, ep);
+}
+
+void conv_dw_q_rows__avx2(const QConvRows& w, const ConvGeom& g, const int64_t* tapoff, const float* bias,
+                          const float*, const float* xpad, float* y, uint32_t oc0, uint32_t oc1, uint32_t oy0,
+                          uint32_t oy1, const ConvEpilogue& ep) {
+  avx2::conv_dw_rows(w, g, tapoff, bias, xpad, y, oc0, oc1, oy0, oy1, ep);
 }
 
 namespace {

@@ -228,7 +228,8 @@ def model_to_graph(model) -> fmt.Graph:
         if isinstance(l, Linear):
             ops.append(fmt.Op("linear", li)); li += 1
         elif isinstance(l, Conv2d):
-            ops.append(fmt.Op("conv2d", li, {"stride": l.stride, "padding": l.padding, "groups": l.groups})); li += 1
+            ops.append(fmt.Op("conv2d", li, {"stride": l.stride, "padding": l.padding, "groups": l.groups,
+                                             "dilation": l.dilation})); li += 1
         elif isinstance(l, ReLU):
             ops.append(fmt.Op("relu"))
         elif isinstance(l, (MaxPool2d, AvgPool2d)):
@@ -274,7 +275,8 @@ def dcz_to_model(f: fmt.DczFile) -> Sequential:
                 layer = Linear(L.cols, L.rows, L.name)
             else:
                 icg = L.cols // (L.kh * L.kw)
-                layer = Conv2d(icg * p["groups"], L.rows, (L.kh, L.kw), p["stride"], p["padding"], p["groups"], L.name)
+                layer = Conv2d(icg * p["groups"], L.rows, (L.kh, L.kw), p["stride"], p["padding"], p["groups"], L.name,
+                               p.get("dilation", (1, 1)))
             layer.weight = L.dense_weight().reshape(layer.weight.shape).astype(np.float32)
             layer.bias = L.bias.astype(np.float32)
         elif op.type == "relu":

@@ -49,7 +49,7 @@ OP_NAMES = {OP_LINEAR: "linear", OP_CONV2D: "conv2d", OP_RELU: "relu", OP_MAXPOO
             OP_HARDSIGMOID: "hardsigmoid", OP_HARDSWISH: "hardswish", OP_SILU: "silu", OP_TANH: "tanh",
             OP_GELU: "gelu"}
 #: parameters used per op type (§3.2); the rest must be 0
-OP_NPARAMS = {"conv2d": 5, "maxpool": 7, "avgpool": 7, "lrn": 4, "dropout": 1, "pad": 4, "clip": 2,
+OP_NPARAMS = {"conv2d": 7, "maxpool": 7, "avgpool": 7, "lrn": 4, "dropout": 1, "pad": 4, "clip": 2,
               "hardsigmoid": 2, "gelu": 1}
 BINARY_OPS = ("add", "mul")  # exactly two inputs; concat: two or more; every other op: one
 OP_CODES = {v: k for k, v in OP_NAMES.items()}
@@ -96,11 +96,19 @@ def _check_window(h, w, kh, kw, sh, sw, ph, pw):
     return ""
 
 
-def conv_geometry(c, h, w, kh, kw, sh, sw, ph, pw):
-    """(error, out_h, out_w, padded) of a conv2d (§3.3). ``padded`` is the runtime's phase-split
-    padded input, ``c * sw * (h + 2ph) * ceil((w + 2pw) / sw)`` elements, at most 2^28."""
+def conv_geometry(c, h, w, kh, kw, sh, sw, ph, pw, dh=1, dw=1):
+    """(error, out_h, out_w, padded) of a conv2d (§3.3) with a kh x kw kernel dilated by dh x dw
+    (the window's extent is d(k - 1) + 1). ``padded`` is the runtime's phase-split padded input,
+    ``c * sw * (h + 2ph) * ceil((w + 2pw) / sw)`` elements, at most 2^28."""
+    if dh < 1 or dw < 1:
+        return "dilation must be >= 1", 0, 0, 0
+    if kh == 0 or kw == 0:
+        return "kernel must be >= 1", 0, 0, 0
+    kh, kw = dh * (kh - 1) + 1, dw * (kw - 1) + 1
     e = _check_window(h, w, kh, kw, sh, sw, ph, pw)
     if e:
+        if dh > 1 or dw > 1:
+            e += f" (the kernel's extent at dilation {dh}x{dw})"
         return e, 0, 0, 0
     hp, wp = h + 2 * ph, w + 2 * pw
     padded = c * sw * hp * (-(-wp // sw))
@@ -156,7 +164,7 @@ def _bits_f32(u: int) -> float:
 class Op:
     """One graph op. ``params`` by op type (§3.2):
 
-    conv2d: stride (h, w), padding (h, w), groups; maxpool/avgpool: kernel, stride,
+    conv2d: stride (h, w), padding (h, w), groups, dilation (h, w); maxpool/avgpool: kernel, stride,
     padding (each (h, w)), ceil_mode; lrn: size, alpha, beta, k; dropout: p.
     """
 
@@ -236,7 +244,10 @@ def _pack_op(op: Op, n_inputs: int = 0) -> bytes:
     t = op.type
     if t == "conv2d":
         (sh, sw), (ph, pw) = op.params["stride"], op.params["padding"]
-        p[:5] = [sh, sw, ph, pw, op.params.get("groups", 1)]
+        dh, dw = op.params.get("dilation", (1, 1))
+        if dh < 1 or dw < 1:
+            raise ValueError(f"conv2d: dilation {(dh, dw)} must be >= 1")
+        p[:7] = [sh, sw, ph, pw, op.params.get("groups", 1), dh - 1, dw - 1]  # stored as dilation - 1
     elif t in ("maxpool", "avgpool"):
         (kh, kw), (sh, sw), (ph, pw) = op.params["kernel"], op.params["stride"], op.params["padding"]
         p[:7] = [kh, kw, sh, sw, ph, pw, int(bool(op.params.get("ceil_mode", True)))]
@@ -526,7 +537,8 @@ def parse_graph(body) -> Graph:
         if weighted != (layer >= 0) or (not weighted and layer != -1):
             raise FormatError(f"{w} ({name}): layer {layer}: {'needs a layer index' if weighted else 'must be -1'}")
         if name == "conv2d":
-            params = {"stride": (p[0], p[1]), "padding": (p[2], p[3]), "groups": p[4]}
+            params = {"stride": (p[0], p[1]), "padding": (p[2], p[3]), "groups": p[4],
+                      "dilation": (p[5] + 1, p[6] + 1)}
         elif name in ("maxpool", "avgpool"):
             params = {"kernel": (p[0], p[1]), "stride": (p[2], p[3]), "padding": (p[4], p[5]), "ceil_mode": p[6]}
             if p[6] not in (0, 1):
@@ -706,7 +718,7 @@ def check_graph(g: Graph, layers: list) -> list:
                 raise FormatError(f"{w}: groups={g_} must be >= 1 and divide {c} in / {L.rows} out channels")
             if (c // g_) * L.kh * L.kw != L.cols:
                 raise FormatError(f"{w}: {c} input channels / {g_} groups x {L.kh}x{L.kw} != layer cols {L.cols}")
-            e, oh, ow, _ = conv_geometry(c, h, wd, L.kh, L.kw, sh, sw, ph, pw)
+            e, oh, ow, _ = conv_geometry(c, h, wd, L.kh, L.kw, sh, sw, ph, pw, *p.get("dilation", (1, 1)))
             if e:
                 raise FormatError(f"{w}: {e}")
             if L.rows * oh * ow > MAX_ACTIVATION:

@@ -185,7 +185,8 @@ def from_dcz(f: fmt.DczFile) -> GraphNet:
             else:
                 icg = L.cols // (L.kh * L.kw)
                 p = op.params
-                layer = Conv2d(icg * p["groups"], L.rows, (L.kh, L.kw), p["stride"], p["padding"], p["groups"], L.name)
+                layer = Conv2d(icg * p["groups"], L.rows, (L.kh, L.kw), p["stride"], p["padding"], p["groups"], L.name,
+                               p.get("dilation", (1, 1)))
             layer.weight = L.dense_weight().reshape(layer.weight.shape).astype(np.float32)
             layer.bias = L.bias.astype(np.float32)
         nodes.append(Node(op.type, dict(op.params), list(op.inputs) if op.inputs is not None else None, layer))

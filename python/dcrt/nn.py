@@ -67,18 +67,22 @@ class Linear(Layer):
         return (self.out_features,)
 
 
-def conv_out_size(n: int, k: int, s: int, p: int) -> int:
-    return (n + 2 * p - k) // s + 1
+def conv_out_size(n: int, k: int, s: int, p: int, d: int = 1) -> int:
+    return (n + 2 * p - d * (k - 1) - 1) // s + 1
 
 
 class Conv2d(Layer):
     param_names = ("weight", "bias")
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, groups=1, name="conv"):
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, groups=1, name="conv",
+                 dilation=1):
         self.name = name
         kh, kw = (kernel_size, kernel_size) if np.isscalar(kernel_size) else kernel_size
         self.stride = (stride, stride) if np.isscalar(stride) else tuple(stride)
         self.padding = (padding, padding) if np.isscalar(padding) else tuple(padding)
+        self.dilation = (dilation, dilation) if np.isscalar(dilation) else tuple(int(d) for d in dilation)
+        if min(self.dilation) < 1:
+            raise ValueError(f"{name}: dilation {self.dilation} must be >= 1")
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"{name}: channels {in_channels}->{out_channels} not divisible by groups={groups}")
         self.in_channels, self.out_channels, self.groups = int(in_channels), int(out_channels), int(groups)
@@ -89,17 +93,19 @@ class Conv2d(Layer):
     def output_shape(self, shape):
         c, h, w = shape
         return (self.out_channels,
-                conv_out_size(h, self.kernel_size[0], self.stride[0], self.padding[0]),
-                conv_out_size(w, self.kernel_size[1], self.stride[1], self.padding[1]))
+                conv_out_size(h, self.kernel_size[0], self.stride[0], self.padding[0], self.dilation[0]),
+                conv_out_size(w, self.kernel_size[1], self.stride[1], self.padding[1], self.dilation[1]))
 
     def forward(self, x, train=False):
         n, c, h, w = x.shape
         if c != self.in_channels:
             raise ValueError(f"{self.name}: expected {self.in_channels} channels, got {c}")
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel_size, self.stride, self.padding, self.dilation
         _, oh, ow = self.output_shape((c, h, w))
         xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-        win = sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw][:, :, :oh, :ow]
+        # Windows of the dilated extent d(k-1)+1, then every d-th tap of each.
+        win = sliding_window_view(xp, (dh * (kh - 1) + 1, dw * (kw - 1) + 1), axis=(2, 3))
+        win = win[:, :, ::sh, ::sw][:, :, :oh, :ow][..., ::dh, ::dw]
         g, icg, ocg = self.groups, c // self.groups, self.out_channels // self.groups
         out = np.empty((n, self.out_channels, oh * ow), np.float32)
         cols_all = []
@@ -117,7 +123,7 @@ class Conv2d(Layer):
 
     def backward(self, dy, need_dx=True):
         n, c, h, w = self._xshape
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        (kh, kw), (sh, sw), (ph, pw), (dil_h, dil_w) = self.kernel_size, self.stride, self.padding, self.dilation
         oh, ow = dy.shape[2:]
         g, icg, ocg = self.groups, c // self.groups, self.out_channels // self.groups
         dyf = dy.reshape(n, self.out_channels, oh * ow)
@@ -139,7 +145,8 @@ class Conv2d(Layer):
             wg = self.weight[gi * ocg:(gi + 1) * ocg]
             for ky in range(kh):
                 for kx in range(kw):
-                    acc[ky:ky + sh * (oh - 1) + 1:sh, kx:kx + sw * (ow - 1) + 1:sw, :, gi * icg:(gi + 1) * icg] += \
+                    y0, x0 = ky * dil_h, kx * dil_w
+                    acc[y0:y0 + sh * (oh - 1) + 1:sh, x0:x0 + sw * (ow - 1) + 1:sw, :, gi * icg:(gi + 1) * icg] += \
                         (d @ wg[:, :, ky, kx]).reshape(oh, ow, n, icg)
         return np.ascontiguousarray(acc[ph:ph + h, pw:pw + w].transpose(2, 3, 0, 1))
 

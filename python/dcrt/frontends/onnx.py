@@ -202,8 +202,9 @@ class _Importer:
         if w.ndim != 4 or len(x.shape) != 3:
             self.fail(node, f"a {w.ndim - 2}-D convolution (dcrt runs 2-D ones on [N, C, H, W])")
         out_c, icg, kh, kw = w.shape
-        if list(a.get("dilations", [1, 1])) != [1, 1]:
-            self.fail(node, f"dilations {a['dilations']} (dcrt's conv2d has no dilation yet)")
+        dil = tuple(int(d) for d in a.get("dilations", [1, 1]))
+        if len(dil) != 2 or min(dil) < 1:
+            self.fail(node, f"dilations {list(dil)}")
         s = list(a.get("strides", [1, 1]))
         groups = int(a.get("group", 1))
         auto = a.get("auto_pad", b"NOTSET")
@@ -211,7 +212,7 @@ class _Importer:
         if auto in ("SAME_UPPER", "SAME_LOWER"):
             pads = []
             for k, (n, st) in enumerate(zip(x.shape[1:], s)):
-                total = max((math.ceil(n / st) - 1) * st + (kh, kw)[k] - n, 0)
+                total = max((math.ceil(n / st) - 1) * st + dil[k] * ((kh, kw)[k] - 1) + 1 - n, 0)
                 lo = total // 2 if auto == "SAME_UPPER" else total - total // 2
                 pads.append((lo, total - lo))
             pt, pl, pb, pr = pads[0][0], pads[1][0], pads[0][1], pads[1][1]
@@ -225,10 +226,11 @@ class _Importer:
             extra = (pt - ph, pb - ph, pl - pw, pr - pw)
             x = self.emit(Node("pad", {"pads": extra}, [x.id]), (c, h + extra[0] + extra[1], wd + extra[2] + extra[3]))
         name = node.input[1][:-len(".weight")] if node.input[1].endswith(".weight") else (node.name or node.input[1])
-        layer = Conv2d(icg * groups, out_c, (kh, kw), tuple(s), (ph, pw), groups, name)
+        layer = Conv2d(icg * groups, out_c, (kh, kw), tuple(s), (ph, pw), groups, name, dil)
         layer.weight = np.ascontiguousarray(w, np.float32)
         layer.bias = np.zeros(out_c, np.float32) if b is None else b.astype(np.float32)
-        t = self.emit(Node("conv2d", {"stride": tuple(s), "padding": (ph, pw), "groups": groups}, [x.id], layer),
+        t = self.emit(Node("conv2d", {"stride": tuple(s), "padding": (ph, pw), "groups": groups, "dilation": dil},
+                           [x.id], layer),
                       self.out_shape(node))
         self.producer[t.id] = node.output[0]
         return t

@@ -173,21 +173,23 @@ class _Importer:
         if isinstance(padding, str):
             if padding == "valid":
                 padding = (0, 0)
-            elif padding == "same" and all(s == 1 for s in stride) and all(k % 2 for k in wv.shape[2:]):
-                padding = tuple(k // 2 for k in wv.shape[2:])
+            elif padding == "same" and all(s == 1 for s in stride) and all(
+                    d * (k - 1) % 2 == 0 for d, k in zip(dilation, wv.shape[2:])):
+                padding = tuple(d * (k - 1) // 2 for d, k in zip(dilation, wv.shape[2:]))
             else:
                 self.fail(node, f"padding={padding!r} with this kernel/stride (use explicit padding)")
         padding = pair(padding)
-        if dilation != (1, 1):
-            self.fail(node, f"dilation {dilation} (dcrt's conv2d has no dilation yet)")
+        if min(dilation) < 1:
+            self.fail(node, f"dilation {dilation}")
         if len(x.shape) != 3:
             self.fail(node, f"a conv2d on a {len(x.shape) + 1}-D tensor (dcrt runs [N, C, H, W])")
         out_c, icg, kh, kw = wv.shape
         name = w.fqn[:-len(".weight")] if w.fqn.endswith(".weight") else w.fqn
-        layer = Conv2d(icg * int(groups), out_c, (kh, kw), stride, padding, int(groups), name)
+        layer = Conv2d(icg * int(groups), out_c, (kh, kw), stride, padding, int(groups), name, dilation)
         layer.weight = np.ascontiguousarray(wv, np.float32)
         layer.bias = (np.zeros(out_c, np.float32) if b is None else self.const(node, b, "the bias").astype(np.float32))
-        t = self.emit(Node("conv2d", {"stride": stride, "padding": padding, "groups": int(groups)}, [x.id], layer),
+        t = self.emit(Node("conv2d", {"stride": stride, "padding": padding, "groups": int(groups), "dilation": dilation},
+                           [x.id], layer),
                       self.out_shape(node))
         self.producer[t.id] = (len(self.nodes) - 1, node.name)
         return t

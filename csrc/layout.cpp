@@ -1,0 +1,148 @@
+// Decoding the Huffman streams and building the kernels' execution layouts (rel16 columns,
+// conv rows, spmv16 tiles, the batched rows tiles).
+#include <algorithm>
+#include <chrono>
+
+#include "huffman.hpp"
+#include "model.hpp"
+#include "relidx.hpp"
+
+namespace dcrt {
+
+// Columns per tile of a linear layer's rows layout: the power of two nearest 24 / density
+// (about 24 non-zeros per row and tile), 128 to 2048. A tile's input block (512 columns x 64
+// lanes x 4 B = 128 KiB at 4%) stays in L2, and each row's accumulators are loaded and stored
+// once per 24 entries. Measured at 64 lanes on Zen 3: 4096 x 25088 at 4% 7.9 cycles per entry
+// with 512 columns, 8.4 with 1024, 10.3 with 2048; 4096 x 9216 at 9% 6.8 (256) vs 8.5 (1024).
+uint32_t row_tile_cols(uint32_t rows, uint32_t cols, uint64_t nnz) {
+  const double density = rows && cols ? double(nnz) / (double(rows) * cols) : 0.0;
+  if (density <= 0.0) return 2048;
+  const double want = 24.0 / density;
+  uint32_t t = 128;
+  while (t < 2048 && double(t) * 1.41421356 < want) t *= 2;
+  return t;
+}
+
+// The column-tiled rows layout of a sparse linear layer (see ExecLayer).
+void build_row_tiles(const ExecLayer& L) {  // also called by ops/linear.cpp
+  const uint32_t tile_cols = row_tile_cols(L.rows, L.cols, L.nnz);
+  const uint32_t tiles = row_tile_count(L.cols, tile_cols), rows = L.rows;
+  L.conv_rowptr.resize(size_t(tiles) * (rows + 1));
+  L.conv_entries.resize(L.nnz);
+  csc_to_rows_tiled(L.view(), tile_cols, L.conv_rowptr.data(), L.conv_entries.data());
+  L.row_work.assign(size_t(rows) + 1, 0);
+  for (uint32_t k = 0; k < tiles; ++k) {
+    const uint32_t* rp = L.conv_rowptr.data() + size_t(k) * (rows + 1);
+    for (uint32_t r = 0; r < rows; ++r) L.row_work[r + 1] += rp[r + 1] - rp[r];
+  }
+  for (uint32_t r = 0; r < rows; ++r) L.row_work[r + 1] += L.row_work[r];
+  L.row_tiles = tiles;
+  L.row_tile_cols = tile_cols;
+}
+
+
+namespace {
+using clk = std::chrono::steady_clock;
+double secs(clk::time_point a, clk::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+}  // namespace
+
+void Model::decode_layers(ParsedFile& f) {
+  layers_.resize(f.layers.size());
+  // Tables first (validates code lengths), then every chunk of every stream in parallel.
+  // Jobs of kChunksPerJob chunks: the decoder interleaves six chunks of one stream.
+  constexpr uint64_t kChunksPerJob = 12;
+  struct Job { uint32_t layer; bool index; uint64_t c0, c1; };
+  std::vector<HuffTable> ctab(f.layers.size()), itab(f.layers.size());
+  std::vector<std::vector<uint8_t>> codes(f.layers.size()), gaps(f.layers.size());
+  std::vector<Job> jobs;
+  for (uint32_t i = 0; i < f.layers.size(); ++i) {
+    LayerDesc& d = f.layers[i];
+    ExecLayer& L = layers_[i];
+    L.name = d.name; L.storage = d.storage; L.kind = d.kind; L.rows = d.rows; L.cols = d.cols;
+    L.kh = d.kh; L.kw = d.kw; L.code_bits = d.code_bits; L.index_bits = d.index_bits;
+    L.nnz = d.nnz; L.n_entries = d.n_entries;
+    L.bias = std::move(d.bias);
+    if (d.storage == kStoragePlain) {
+      L.weight = std::move(d.weight);
+      continue;
+    }
+    build_huff_table(d.code_lengths.data(), 1u << d.code_bits, d.n_entries, ctab[i], d.where() + ": code_lengths");
+    build_huff_table(d.index_lengths.data(), 1u << d.index_bits, d.n_entries, itab[i], d.where() + ": index_lengths");
+    codes[i].resize(d.n_entries);  // bounded: n_entries <= 8 * stream bytes (checked in parse)
+    gaps[i].resize(d.n_entries);
+    for (uint64_t c = 0; c < d.n_chunks; c += kChunksPerJob) {
+      const uint64_t c1 = std::min<uint64_t>(c + kChunksPerJob, d.n_chunks);
+      jobs.push_back({i, false, c, c1});
+      jobs.push_back({i, true, c, c1});
+    }
+    stats_.symbols_decoded += 2 * d.n_entries;
+  }
+  std::vector<int64_t> bad(jobs.size(), -1);
+  const HuffDecodeFn dec = huff_->huff;
+  const auto t0 = clk::now();
+  pool_->parallel_for(jobs.size(), [&](size_t j, unsigned) {
+    const Job& jb = jobs[j];
+    const LayerDesc& d = f.layers[jb.layer];
+    const HuffStream hs{jb.index ? d.index_stream : d.code_stream,
+                        (jb.index ? d.index_offsets : d.code_offsets).data(), d.chunk_symbols, d.n_entries};
+    bad[j] = dec(jb.index ? itab[jb.layer] : ctab[jb.layer], hs, jb.c0, jb.c1,
+                 (jb.index ? gaps : codes)[jb.layer].data());
+  });
+  stats_.decode_s = secs(t0, clk::now());
+  for (size_t j = 0; j < jobs.size(); ++j)
+    if (bad[j] >= 0)
+      throw FormatError(f.layers[jobs[j].layer].where() + ": " + (jobs[j].index ? "index_stream" : "code_stream") +
+                        ": chunk " + std::to_string(bad[j]) +
+                        ": corrupt (invalid code, runs past the chunk's end, spare bytes or non-zero padding)");
+  // Execution layout: rel16 entries, validated against the row count; equal-work column splits.
+  std::vector<std::string> errors(layers_.size());
+  const unsigned T = pool_->size();
+  pool_->parallel_for(layers_.size(), [&](size_t i, unsigned) {
+    ExecLayer& L = layers_[i];
+    if (L.storage != kStorageSparse) return;
+    LayerDesc& d = f.layers[i];
+    L.codebook = std::move(d.codebook);
+    L.colptr = std::move(d.colptr);
+    L.entries.resize(L.n_entries);
+    pack_rel16(codes[i].data(), gaps[i].data(), L.n_entries, L.code_bits, L.entries.data());
+    const int64_t badc = check_rel16_columns(L.colptr.data(), L.cols, L.entries.data(), L.code_bits, L.rows);
+    if (badc >= 0) {
+      errors[i] = d.where() + ": column " + std::to_string(badc) + " runs past rows=" + std::to_string(L.rows);
+      return;
+    }
+    const uint64_t real = L.n_entries - uint64_t(std::count(codes[i].begin(), codes[i].end(), uint8_t(0)));
+    if (real != L.nnz) {
+      errors[i] = d.where() + ": nnz says " + std::to_string(L.nnz) + " but the code stream has " +
+                  std::to_string(real) + " non-zero codes";
+      return;
+    }
+    if (L.kind == kLayerConv2d) {  // convolution runs on output-channel rows
+      L.conv_rowptr.resize(size_t(L.rows) + 1);
+      L.conv_entries.resize(L.nnz);
+      csc_to_conv_rows(L.view(), L.conv_rowptr.data(), L.conv_entries.data());
+    }
+    std::vector<uint8_t>().swap(codes[i]);
+    std::vector<uint8_t>().swap(gaps[i]);
+  });
+  for (const auto& e : errors)
+    if (!e.empty()) throw FormatError(e);
+  // Batch-1 layouts of the sparse linear layers: each (layer, form) is one job, so the biggest
+  // layer's two forms build on two threads.
+  std::vector<std::pair<uint32_t, bool>> builds;
+  for (uint32_t i = 0; i < layers_.size(); ++i)
+    if (layers_[i].storage == kStorageSparse && layers_[i].kind == kLayerLinear) {
+      builds.push_back({i, false});
+      builds.push_back({i, true});
+    }
+  pool_->parallel_for(builds.size(), [&](size_t j, unsigned) {
+    ExecLayer& L = layers_[builds[j].first];
+    if (builds[j].second)
+      build_cols16(L.view(), 0, T, L.cols16);
+    else
+      build_rows16(L.view(), 0, T, L.rows16);
+  });
+  for (auto& L : layers_)
+    if (L.storage == kStorageSparse && L.kind == kLayerLinear) L.cols16_density = cols16_max_density(L.rows16, L.cols16);
+}
+
+}  // namespace dcrt

@@ -1,0 +1,76 @@
+// The executor's op layer (XNNPACK's operator level, between the graph and the micro-kernels):
+// one function per op type that splits the op over the workers and calls kernels. Each op family
+// has its own file; table.cpp maps op types to them.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "../model.hpp"
+
+namespace dcrt {
+
+// Batch lanes of the transposed [cols, lanes] blocks: a multiple of 8, so the AVX2 batched
+// kernels run whole 8-lane blocks (zero pad lanes) instead of a scalar tail: at batch 2-7 the
+// tail ran 8x slower than one 8-lane block (measured on a 4096 x 9216 layer at 9%).
+inline size_t batch_lanes(size_t n) { return (n + 7) / 8 * 8; }
+
+// One caller's buffers (Model keeps a free list): n samples of the load-time plan.
+struct Workspace {
+  size_t cap_n = 0;
+  std::vector<float> arena, xt, yt, xpad;
+  std::vector<float> scratch;  // per worker: one padded channel plane (depthwise convs)
+  std::vector<uint32_t> live;  // batch 1: the live input columns of a linear layer
+  std::vector<const float*> ins;  // the running op's input pointers
+  // Sizes saturate (then the allocation fails with bad_alloc) instead of wrapping.
+  void reserve(size_t n, const BufferPlan& p) {
+    if (n <= cap_n) return;
+    arena.resize(sat_mul(n, p.arena));
+    xt.resize(n > 1 ? sat_mul(batch_lanes(n), p.lin_cols) : 0);
+    yt.resize(n > 1 ? sat_mul(batch_lanes(n), p.lin_rows) : 0);
+    live.resize(p.lin_cols);
+    xpad.resize(sat_add(sat_mul(n, p.padded), kConvSlack));
+    scratch.resize(p.scratch);
+    cap_n = n;
+  }
+};
+
+// What an op function gets: the op, its fused form, n samples, input pointers (one per
+// ExecOp::reads entry, each to n samples), the output (n samples; may equal in[0] for an op
+// run in place), the epilogue's residual (n samples, or null) and how to split.
+struct OpCtx {
+  const Model& m;
+  const OpDesc& op;
+  const ExecOp& x;
+  Workspace& ws;
+  size_t n;
+  const float* const* in;
+  float* out;
+  const float* res;
+  unsigned tasks;  // how many shares to cut the op into (1: run it here, unsplit)
+  bool wake;       // whether splitting may wake sleeping workers
+  void par(size_t n_tasks, const std::function<void(size_t, unsigned)>& fn) const {
+    m.workers().parallel_for(n_tasks, fn, wake);
+  }
+  // The epilogue of one sample's [rows x inner] block: + residual, then the clamp, over
+  // rows [r0, r1) (ops whose kernels do not apply it themselves).
+  void epilogue(size_t s, size_t inner, size_t r0, size_t r1) const;
+};
+
+using OpFn = void (*)(const OpCtx&);
+OpFn op_function(OpType t);  // table.cpp
+
+void run_linear(const OpCtx& c);     // ops/linear.cpp
+void run_conv2d(const OpCtx& c);     // ops/conv.cpp
+void run_unary(const OpCtx& c);      // ops/elementwise.cpp: relu, clip, sigmoid, ..., gelu
+void run_binary(const OpCtx& c);     //   add, mul
+void run_concat(const OpCtx& c);
+void run_global_avgpool(const OpCtx& c);
+void run_pad(const OpCtx& c);
+void run_alias(const OpCtx& c);      //   flatten, dropout (aliased by the plan: nothing to do)
+void run_pool(const OpCtx& c);       // ops/pool.cpp: maxpool, avgpool
+void run_lrn(const OpCtx& c);
+void run_softmax(const OpCtx& c);
+
+}  // namespace dcrt
