@@ -26,7 +26,7 @@ def test_registry_names_say_what_the_kernel_is():
     for k in KERNELS:
         assert k["name"].startswith(k["op"] if k["op"] != "huffman" else "huffman_decode")
         assert k["name"].endswith("__" + k["isa"]), k["name"]
-    for op in ("spmv_rows", "spmv_cols", "spmm", "spmm_rows", "conv", "huffman", "transpose"):
+    for op in ("spmv_rows", "spmv_cols", "spmm", "spmm_rows", "conv", "conv_dw", "huffman", "transpose"):
         ref, fast = by_op(op)
         assert fast, f"{op}: no optimised kernel registered"
 
@@ -159,6 +159,62 @@ def test_conv_matches_reference_and_numpy(rng, geom):
             for rc in (0, 3, 4):  # row ranges that cut the 4-row blocks, and ones that follow them
                 np.testing.assert_allclose(_core.conv(name, *args, c, rc), ref, atol=tol(codes.shape[1]),
                                            err_msg=f"{name} oc_chunk={c} row_chunk={rc}")
+
+
+CONV_EXTRA = [
+    # op, C, H, W, out_c, (kh, kw), (sh, sw), (top, bottom, left, right), (dh, dw), groups, density
+    ("conv", 3, 11, 13, 4, (3, 3), (1, 1), (2, 2, 2, 2), (2, 2), 1, 0.6),   # DeepLab-style dilation
+    ("conv", 2, 12, 19, 3, (3, 2), (2, 1), (0, 1, 1, 0), (1, 3), 1, 0.7),   # asymmetric pad (a folded pad op)
+    ("conv", 4, 9, 9, 4, (3, 3), (2, 2), (0, 1, 0, 1), (1, 1), 2, 0.5),     # TF "same", stride 2, grouped
+    ("conv_dw", 8, 14, 14, 8, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 8, 0.4),  # MobileNet, 14 px: a 6-px tail
+    ("conv_dw", 5, 7, 7, 5, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 5, 1.0),    # 7 px: one masked 8-lane tile
+    ("conv_dw", 6, 29, 31, 6, (3, 3), (2, 2), (0, 1, 0, 1), (1, 1), 6, 0.5),  # stride 2, TF padding
+    ("conv_dw", 3, 17, 20, 3, (5, 5), (1, 2), (4, 3, 2, 4), (2, 1), 3, 0.6),  # 5x5, dilated, uneven pads
+    ("conv_dw", 4, 1, 40, 4, (1, 3), (1, 1), (0, 0, 1, 1), (1, 1), 4, 0.0),   # nnz = 0: bias + epilogue
+]
+
+
+@pytest.mark.parametrize("case", CONV_EXTRA, ids=str)
+@pytest.mark.parametrize("epilogue", [None, "res", "clamp", "res+clamp"])
+def test_conv_geometry_and_epilogue_match_reference_and_numpy(rng, case, epilogue):
+    """Dilation, asymmetric padding (ConvGeom pb, pr: a pad op folded into the conv at load) and the
+    fused epilogue (+ residual, clamp), for the general and the depthwise kernels."""
+    from dcrt.nn import Conv2d
+    op, C, H, W, oc, (kh, kw), (sh, sw), (pt, pb, pl, pr), (dh, dw), g, dens = case
+    codes = random_codes(rng, oc, C // g * kh * kw, dens, 5)
+    colptr, entries = rel16(codes, 2, 5)
+    cb = random_codebook(rng, 5)
+    bias = rng.standard_normal(oc).astype(np.float32)
+    x = rng.standard_normal((C, H, W)).astype(np.float32)
+    layer = Conv2d(C, oc, (kh, kw), (sh, sw), 0, g, dilation=(dh, dw))
+    layer.weight = cb[codes].reshape(layer.weight.shape)
+    layer.bias = bias
+    want = layer.forward(np.pad(x, ((0, 0), (pt, pb), (pl, pr)))[None])[0]
+    kw_ = {"dh": dh, "dw": dw, "pb": pb, "pr": pr}
+    if epilogue and "res" in epilogue:
+        kw_["res"] = rng.standard_normal(want.shape).astype(np.float32)
+        want = want + kw_["res"]
+    if epilogue and "clamp" in epilogue:
+        kw_["clamp"] = (-0.25, 0.5)
+        want = np.clip(want, -0.25, 0.5)
+    ref_name, fast = by_op(op)
+    args = (colptr, entries, 5, cb, bias, x, oc, kh, kw, sh, sw, pt, pl, g)
+    ref = _core.conv(ref_name, *args, **kw_)
+    np.testing.assert_allclose(ref, want, atol=tol(codes.shape[1]))
+    for name in fast:
+        for c, rc in ((0, 0), (3, 3), (1, 4)):
+            np.testing.assert_allclose(_core.conv(name, *args, c, rc, **kw_), ref, atol=tol(codes.shape[1]),
+                                       err_msg=f"{name} oc_chunk={c} row_chunk={rc}")
+
+
+def test_conv_dw_kernels_refuse_other_geometry(rng):
+    codes = random_codes(rng, 4, 2 * 9, 0.5, 4)
+    colptr, entries = rel16(codes, 2, 4)
+    _, fast = by_op("conv_dw")
+    x = rng.standard_normal((4, 6, 6)).astype(np.float32)
+    with pytest.raises(ValueError, match="depthwise geometry only"):
+        _core.conv(fast[0], colptr, entries, 4, random_codebook(rng, 4), np.zeros(4, np.float32), x, 4, 3, 3, 1, 1,
+                   1, 1, 2)
 
 
 @pytest.mark.parametrize("nr,ld_src,nc,ld_dst", [(1, 1, 1, 1), (7, 9, 5, 8), (8, 8, 8, 8), (64, 25088, 25088, 64),

@@ -134,3 +134,38 @@ def test_exported_transformers_model(tmp_path, arch):
     dcrt.compress(str(src), q, density=0.3, bits=6, progress=False)
     ref = dcrt.decompress(q).forward(x)
     np.testing.assert_allclose(dcrt.load(q).infer(x), ref, rtol=1e-3, atol=1e-4 * np.abs(ref).max())
+
+
+def _dilated_model(path, second_conv_attrs, out_hw):
+    rng = np.random.default_rng(4)
+    N = helper.make_node
+    inits = [_init("w1", rng.standard_normal((5, 3, 3, 3)).astype(np.float32) * 0.3),
+             _init("w2", rng.standard_normal((5, 5, 3, 3)).astype(np.float32) * 0.3)]
+    nodes = [N("Conv", ["x", "w1"], ["a"], kernel_shape=[3, 3], dilations=[2, 2], pads=[2, 2, 2, 2], name="atrous"),
+             N("Relu", ["a"], ["r"]),
+             N("Conv", ["r", "w2"], ["y"], kernel_shape=[3, 3], dilations=[3, 1], strides=[2, 2], name="dil2",
+               **second_conv_attrs)]
+    g = helper.make_graph(nodes, "dil", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 12, 11])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5, *out_hw])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(m)
+    onnx.save(m, str(path))
+
+
+def test_dilated_conv_with_asymmetric_and_same_padding(tmp_path):
+    """Conv dilations with asymmetric explicit pads against onnxruntime; SAME_UPPER with dilation
+    (which onnxruntime refuses) against the same network with the pads SAME means written out:
+    H 12, stride 2, extent 3*(3-1)+1 = 7: total (6-1)*2 + 7 - 12 = 5 -> top 2, bottom 3; W 11,
+    extent 3: total 2 -> 1, 1."""
+    x = np.random.default_rng(5).random((2, 3, 12, 11), dtype=np.float32)
+    src = tmp_path / "asym.onnx"
+    _dilated_model(src, {"pads": [3, 2, 1, 0]}, (5, 6))
+    p = tmp_path / "asym.dcz"
+    dcrt.compress(str(src), p, storage="plain", progress=False)
+    np.testing.assert_allclose(dcrt.load(p).infer(x), ort_run(src, x), rtol=1e-4, atol=1e-5)
+    same, explicit = tmp_path / "same.onnx", tmp_path / "explicit.onnx"
+    _dilated_model(same, {"auto_pad": "SAME_UPPER"}, (6, 6))
+    _dilated_model(explicit, {"pads": [2, 1, 3, 1]}, (6, 6))
+    q = tmp_path / "same.dcz"
+    dcrt.compress(str(same), q, storage="plain", progress=False)
+    np.testing.assert_allclose(dcrt.load(q).infer(x), ort_run(explicit, x), rtol=1e-4, atol=1e-5)

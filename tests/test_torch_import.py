@@ -133,3 +133,33 @@ def test_transformers_model_lossless_and_compressed(tmp_path, arch):
     assert q.stat().st_size < p.stat().st_size / 8
     ref = dcrt.decompress(q).forward(x.numpy())
     np.testing.assert_allclose(dcrt.load(q).infer(x.numpy()), ref, rtol=1e-3, atol=1e-4 * np.abs(ref).max())
+
+
+class Dilated(nn.Module):
+    """DeepLab-style atrous convs (dilation 2 and (1, 3), padding="same"), a dilated depthwise one."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 6, 3, padding=2, dilation=2)
+        self.b = nn.Conv2d(6, 6, 3, padding="same", dilation=(1, 3))
+        self.dw = nn.Conv2d(6, 6, 3, stride=2, padding=1, dilation=2, groups=6)
+
+    def forward(self, x):
+        return self.dw(F.relu(self.b(F.relu(self.a(x)))))
+
+
+def test_dilated_convs_lossless_and_compressed(tmp_path):
+    torch.manual_seed(0)
+    m = Dilated().eval()
+    x = torch.rand(2, 3, 13, 15)
+    p = tmp_path / "d.dcz"
+    dcrt.compress(m, p, example_input=x[:1], storage="plain", progress=False)
+    with torch.no_grad():
+        want = m(x).numpy()
+    np.testing.assert_allclose(dcrt.load(p).infer(x.numpy()), want, rtol=1e-4, atol=1e-6)
+    ops = [o for o in dcrt.format.read(p).graph.ops if o.type == "conv2d"]
+    assert [o.params["dilation"] for o in ops] == [(2, 2), (1, 3), (2, 2)]
+    q = tmp_path / "c.dcz"
+    dcrt.compress(m, q, example_input=x[:1], density=0.5, bits=6, progress=False)
+    np.testing.assert_allclose(dcrt.load(q).infer(x.numpy()), dcrt.decompress(q).forward(x.numpy()),
+                               rtol=1e-4, atol=1e-5)

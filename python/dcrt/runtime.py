@@ -138,30 +138,43 @@ class Model:
         return header_name if header_name is not None else self._m.layers[i]["name"]
 
     def profile(self, x, repeat: int = 10) -> list:
-        """Where the time goes: per op, ``{"op", "type", "layer", "out_shape", "seconds"}`` (the mean
-        over ``repeat`` inferences of ``x``, each op timed on the calling thread)."""
+        """Where the time goes: per op, ``{"op", "type", "layer", "out_shape", "seconds", "fused_into"}``
+        (the mean over ``repeat`` inferences of ``x``, each op timed on the calling thread). An op
+        fused into another (``fused_into`` >= 0) has 0 seconds: its time is that op's; load with
+        ``fuse=False`` to time every op on its own."""
         if not isinstance(x, np.ndarray):
             raise TypeError(f"profile: expected a numpy float32 array, got {type(x).__name__}")
         secs = self._m.profile(x, int(repeat))
         out = []
         for i, (op, s) in enumerate(zip(self._m.ops, secs)):
             out.append({"op": i, "type": op["type"], "layer": self._layer_name(op["layer"]) if op["layer"] >= 0 else "",
-                        "out_shape": op["out_shape"], "seconds": float(s)})
+                        "out_shape": op["out_shape"], "seconds": float(s), "fused_into": op["fused_into"]})
         return out
 
     def summary(self) -> str:
         """The layer table as text (also printed by ``dcrt info``): per op its output, storage,
         non-zeros, bits, kernel and the threads it runs on at batch 1 ("2 if awake": split only
         over workers already awake -- within a burst of back-to-back calls -- as it is too small
-        to pay for waking a sleeping one)."""
+        to pay for waking a sleeping one). Ops fused at load (a pad folded into the conv that reads
+        it, an add or relu/clip run in a conv's or linear's epilogue) say which op runs them."""
         rows = [("op", "type", "output", "storage", "weights", "nnz", "bits w/idx", "threads", "kernel")]
         layers = self._m.layers
 
+        ops = self._m.ops
+
         def thr(op):
+            if op["fused_into"] >= 0:
+                return f"fused into op {op['fused_into']}"
             t = op["threads_b1"]
             return "1" if t == 1 else (f"{t}" if op["wakes_b1"] else f"{t} if awake")
 
-        for i, op in enumerate(self._m.ops):
+        def kern(op, L):
+            k = op.get("kernel", L["kernel"])
+            if op["absorbed"]:
+                k += " + " + ", ".join(ops[j]["type"] for j in op["absorbed"])
+            return k
+
+        for i, op in enumerate(ops):
             if op["layer"] >= 0:
                 L = layers[op["layer"]]
                 dens = L["nnz"] / (L["rows"] * L["cols"]) if L["storage"] == "sparse" else 1.0
@@ -169,7 +182,7 @@ class Model:
                              f"{L['rows'] * L['cols']:,}",
                              f"{L['nnz']:,} ({100 * dens:.1f}%)" if L["storage"] == "sparse" else "-",
                              f"{L['code_bits']}/{L['index_bits']}" if L["storage"] == "sparse" else "32/-",
-                             thr(op), L["kernel"]))
+                             thr(op), kern(op, L)))
             else:
                 rows.append((f"{i}", op["type"], "x".join(map(str, op["out_shape"])), "", "", "", "", thr(op), ""))
         w = [max(len(r[k]) for r in rows) for k in range(len(rows[0]))]
@@ -186,7 +199,7 @@ class Model:
 
 
 def loads(data, device: str = "cpu", threads: int | None = None, *, max_activation: int | None = None,
-          max_work: int | None = None):
+          max_work: int | None = None, fuse: bool = True):
     """Load a model from the bytes of a .dcz file (``bytes`` or any bytes-like object). Any
     malformed byte string raises :class:`dcrt.FormatError` naming the section and field.
 
@@ -198,7 +211,11 @@ def loads(data, device: str = "cpu", threads: int | None = None, *, max_activati
     caps it: ``max_activation`` bounds every buffer the runtime plans, in float32 elements per
     sample (the format's own bound is 2^28), and ``max_work`` the multiply-adds (and element
     visits) per sample; a file over either raises :class:`dcrt.LimitError` at load, before
-    its weights are decoded. ``Model.plan`` reports both numbers for a loaded model."""
+    its weights are decoded. ``Model.plan`` reports both numbers for a loaded model.
+
+    ``fuse=False`` runs every op of the file on its own instead of fusing (pads into convs,
+    adds and relu/clip into conv/linear epilogues): the same outputs, bit for bit, slower; for
+    profiling each op's own time (:meth:`Model.profile`)."""
     if not isinstance(device, str) or not (device == "cpu" or device.startswith("cuda")):
         raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
     data = _as_bytes(data)
@@ -207,15 +224,17 @@ def loads(data, device: str = "cpu", threads: int | None = None, *, max_activati
     if device != "cpu":
         from .cuda import load_cuda
         return load_cuda(data, device)
-    return Model(_core().Model(data, _threads(threads), max_activation, max_work))
+    if not isinstance(fuse, bool):
+        raise TypeError(f"fuse must be True or False, got {type(fuse).__name__}")
+    return Model(_core().Model(data, _threads(threads), max_activation, max_work, fuse))
 
 
 def load(path, device: str = "cpu", threads: int | None = None, *, max_activation: int | None = None,
-         max_work: int | None = None):
+         max_work: int | None = None, fuse: bool = True):
     """Load a .dcz file for inference. ``threads=None`` uses every core this process may run on
-    (CPU); ``device="cuda"`` keeps the model on the GPU; limits as in :func:`loads`."""
+    (CPU); ``device="cuda"`` keeps the model on the GPU; limits and ``fuse`` as in :func:`loads`."""
     with open(os.fspath(path), "rb") as f:
         data = f.read()
-    m = loads(data, device, threads, max_activation=max_activation, max_work=max_work)
+    m = loads(data, device, threads, max_activation=max_activation, max_work=max_work, fuse=fuse)
     m.path = os.fspath(path)
     return m
