@@ -169,3 +169,31 @@ def test_dilated_conv_with_asymmetric_and_same_padding(tmp_path):
     q = tmp_path / "same.dcz"
     dcrt.compress(str(same), q, storage="plain", progress=False)
     np.testing.assert_allclose(dcrt.load(q).infer(x), ort_run(explicit, x), rtol=1e-4, atol=1e-5)
+
+
+def test_constant_operands(tmp_path):
+    """Sub/Div by per-channel constants (in-model normalisation), Mul by a scalar after a conv
+    (folded into it), constant - x, Add of a [1, C, 1, 1] constant."""
+    rng = np.random.default_rng(6)
+    N = helper.make_node
+    inits = [_init("mean", np.array([0.4, 0.5, 0.6], np.float32).reshape(1, 3, 1, 1)),
+             _init("std", np.array([0.2, 0.25, 0.3], np.float32).reshape(3, 1, 1)),
+             _init("w", rng.standard_normal((4, 3, 3, 3)).astype(np.float32) * 0.3),
+             _init("half", np.float32(0.5)), _init("one", np.float32(1.0)),
+             _init("beta", rng.standard_normal((1, 4, 1, 1)).astype(np.float32))]
+    nodes = [N("Sub", ["x", "mean"], ["s"]), N("Div", ["s", "std"], ["d"]),
+             N("Conv", ["d", "w"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], name="conv"),
+             N("Mul", ["c", "half"], ["m"]), N("Relu", ["m"], ["r"]), N("Sub", ["one", "r"], ["o"]),
+             N("Add", ["o", "beta"], ["y"])]
+    g = helper.make_graph(nodes, "k", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 6, 6])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 6, 6])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(m)
+    src = tmp_path / "k.onnx"
+    onnx.save(m, str(src))
+    x = rng.random((2, 3, 6, 6), dtype=np.float32)
+    p = tmp_path / "k.dcz"
+    dcrt.compress(str(src), p, storage="plain", progress=False)
+    np.testing.assert_allclose(dcrt.load(p).infer(x), ort_run(src, x), rtol=1e-4, atol=1e-5)
+    names = [L.name for L in dcrt.format.read(p).layers]
+    assert "conv" in names and len(names) == 5  # sub, div, conv (x0.5 folded), 1 - r, + beta

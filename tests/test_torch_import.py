@@ -163,3 +163,50 @@ def test_dilated_convs_lossless_and_compressed(tmp_path):
     dcrt.compress(m, q, example_input=x[:1], density=0.5, bits=6, progress=False)
     np.testing.assert_allclose(dcrt.load(q).infer(x.numpy()), dcrt.decompress(q).forward(x.numpy()),
                                rtol=1e-4, atol=1e-5)
+
+
+class Constants(nn.Module):
+    """Arithmetic with constants: the in-model normalisation (x - mean) / std, a learned per-channel
+    scale, 1 - x, x * 0.5 on a 1-D tensor after a linear layer (folded), an add of a scalar."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor([0.4, 0.5, 0.6]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.2, 0.25, 0.3]).view(1, 3, 1, 1))
+        self.c = nn.Conv2d(3, 4, 3, padding=1)
+        self.gamma = nn.Parameter(torch.rand(4, 1, 1) + 0.5)
+        self.fc = nn.Linear(4 * 6 * 6, 5)
+
+    def forward(self, x):
+        x = (x - self.mean) / self.std
+        y = F.relu(self.c(x))
+        y = (1 - y) * self.gamma + 0.25
+        return self.fc(torch.flatten(y, 1)) * 0.5
+
+
+def test_constant_operands_become_affines_or_fold(tmp_path):
+    torch.manual_seed(0)
+    m = Constants().eval()
+    x = torch.rand(2, 3, 6, 6)
+    p = tmp_path / "k.dcz"
+    dcrt.compress(m, p, example_input=x[:1], storage="plain", progress=False)
+    with torch.no_grad():
+        want = m(x).numpy()
+    np.testing.assert_allclose(dcrt.load(p).infer(x.numpy()), want, rtol=1e-4, atol=1e-5)
+    names = [L.name for L in dcrt.format.read(p).layers]
+    # sub/div on the input: two scale_shift layers; the *0.5 after fc folds into it
+    assert names[-1] == "fc" and sum(n.endswith(".scale_shift") for n in names) >= 2
+
+
+class NotPerChannel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("ramp", torch.arange(6.0).view(1, 1, 6, 1))
+
+    def forward(self, x):
+        return x + self.ramp  # varies along H: not one value per channel
+
+
+def test_constant_that_is_not_per_channel_is_an_error(tmp_path):
+    with pytest.raises(UnsupportedModelError, match="not a scalar or one value per channel"):
+        dcrt.compress(NotPerChannel(), tmp_path / "x.dcz", example_input=torch.rand(1, 3, 6, 6), progress=False)

@@ -164,6 +164,24 @@ def fold_affine(layer, scale, shift):
     layer.bias = (layer.bias.astype(np.float64) * scale + shift).astype(np.float32)
 
 
+def channel_constant(value, shape):
+    """A constant operand of add/mul/sub/div as one value per channel of a per-sample ``shape``
+    (float32 [C]), or None where it does not broadcast as a scalar or as ``[C, 1, 1]`` (also
+    ``[1, C, 1, 1]``; ``[C]`` on a 1-D tensor)."""
+    v = np.asarray(value, np.float32)
+    c = shape[0]
+    if v.size == 1:
+        return np.full(c, float(v.reshape(-1)[0]), np.float32)
+    dims = [d for d in v.shape]
+    while dims and dims[0] == 1 and len(dims) > len(shape):
+        dims.pop(0)  # a leading batch axis of 1
+    if len(shape) == 3 and dims in ([c, 1, 1],):
+        return v.reshape(c)
+    if len(shape) == 1 and dims == [c]:
+        return v.reshape(c)
+    return None
+
+
 def affine_node(x_id: int, channels: int, scale, shift, name: str) -> Node:
     """A per-channel ``scale * x + shift`` on ``[C, H, W]`` as a depthwise 1x1 conv (a batch norm
     that cannot be folded)."""

@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from ..graph import GraphNet, Node, affine_node, batchnorm_affine, fold_affine
+from ..graph import GraphNet, Node, affine_node, batchnorm_affine, channel_constant, fold_affine
 from ..nn import Conv2d, Linear
 from ..errors import UnsupportedModelError
 
@@ -321,9 +321,43 @@ class _Importer:
 
     def _binary(self, node, op):
         a, b = (self.env.get(i) for i in node.input[:2])
-        if not (isinstance(a, _T) and isinstance(b, _T)):
-            self.fail(node, f"{node.op_type} with a constant operand (dcrt's {op} takes two activations)")
+        if isinstance(a, _T) != isinstance(b, _T):
+            return self._with_constant(node, op, a, b)
+        if not isinstance(a, _T):
+            self.fail(node, f"{node.op_type} of two constants that could not be folded")
+        if op in ("sub", "div"):
+            self.fail(node, f"{node.op_type} of two activations (dcrt has add and mul)")
         return self.emit(Node(op, {}, [a.id, b.id]), self.out_shape(node))
+
+    def _with_constant(self, node, op, a, b):
+        """x + c, x * c, x - c, c - x, x / c with c a scalar or one value per channel: a per-channel
+        affine, folded into the conv/Gemm that produced x where only this node reads it."""
+        x_first = isinstance(a, _T)
+        x = a if x_first else b
+        c = self.cst(node, node.input[1] if x_first else node.input[0], "the constant operand")
+        per = channel_constant(c, x.shape)
+        if per is None:
+            self.fail(node, f"{node.op_type} with a constant that is not a scalar or one value per channel "
+                            f"(dcrt's {op} takes two activations)")
+        ones, zeros = np.ones_like(per), np.zeros_like(per)
+        if op == "add":
+            scale, shift = ones, per
+        elif op == "mul":
+            scale, shift = per, zeros
+        elif op == "sub":
+            scale, shift = (ones, -per) if x_first else (-ones, per)
+        else:
+            if not x_first:
+                self.fail(node, "a constant divided by an activation")
+            scale, shift = (ones / per).astype(np.float32), zeros
+        src = self.producer.get(x.id)
+        if src is not None and self.consumers.get(src, 0) == 1 and x.id == len(self.nodes):
+            fold_affine(self.nodes[-1].layer, scale, shift)
+            return x
+        if len(x.shape) != 3:
+            self.fail(node, f"{node.op_type} with a constant on a 1-D tensor that does not follow a Gemm")
+        return self.emit(affine_node(x.id, x.shape[0], scale, shift, f"{node.name or node.output[0]}.scale_shift"),
+                         x.shape)
 
     def op_Add(self, node, a):
         # MatMul + Add(bias) is a linear layer with a bias
@@ -337,6 +371,12 @@ class _Importer:
 
     def op_Mul(self, node, a):
         return self._binary(node, "mul")
+
+    def op_Sub(self, node, a):
+        return self._binary(node, "sub")
+
+    def op_Div(self, node, a):
+        return self._binary(node, "div")
 
     def op_Concat(self, node, a):
         xs = [self.act(node, i) for i in node.input]

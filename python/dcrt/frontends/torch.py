@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import UnsupportedModelError
-from ..graph import GraphNet, Node, affine_node, batchnorm_affine, fold_affine
+from ..graph import GraphNet, Node, affine_node, batchnorm_affine, channel_constant, fold_affine
 from ..nn import Conv2d, Linear
 
 __all__ = ["from_torch", "UnsupportedModelError"]
@@ -216,13 +216,25 @@ class _Importer:
         beta = np.zeros(c, np.float32) if bias is None else self.const(node, bias, "the bias")
         mu, v = self.const(node, mean, "running_mean"), self.const(node, var, "running_var")
         scale, shift = batchnorm_affine(g, beta, mu, v, eps)
+        return self._affine(node, x, node.args[0], scale, shift, "a batch norm")
+
+    def _affine(self, node, x, src, scale, shift, what):
+        """Per-channel ``scale * x + shift``: folded into the conv/linear that produced x where
+        only this node reads it, else a depthwise 1x1 conv (3-D tensors only)."""
         prod = self.producer.get(x.id)
-        if prod is not None and self.users.get(node.args[0].name, 0) == 1:  # only this BN reads the conv
+        if prod is not None and self.users.get(src.name, 0) == 1:  # only this node reads the conv
             fold_affine(self.nodes[prod[0]].layer, scale, shift)
             return x
         if len(x.shape) != 3:
-            self.fail(node, "a batch norm on a 1-D tensor that does not follow a linear layer")
-        return self.emit(affine_node(x.id, c, scale, shift, f"{node.name}.scale_shift"), x.shape)
+            self.fail(node, f"{what} on a 1-D tensor that does not follow a linear layer")
+        return self.emit(affine_node(x.id, x.shape[0], scale, shift, f"{node.name}.scale_shift"), x.shape)
+
+    def _constant_operand(self, node, v):
+        if isinstance(v, (int, float)):
+            return np.float32(v)
+        if isinstance(v, _C):
+            return v.value
+        return None
 
     def op_batch_norm(self, node, x, weight, bias, mean, var, training=False, momentum=0.1, eps=1e-5, *a, **k):
         if training:
@@ -281,17 +293,58 @@ class _Importer:
 
     # ------------------------------------------------------------------ binary, structure
     def _binary(self, node, a, b, op, alpha=1):
+        if not isinstance(a, _T) and isinstance(b, _T) and op in ("add", "mul"):
+            a, b = b, a  # commutative: the activation first
+        if isinstance(a, _T) and not isinstance(b, _T) or op in ("sub", "div") and isinstance(b, _T) and \
+                not isinstance(a, _T):
+            return self._with_constant(node, a, b, op, alpha)
         if not (isinstance(a, _T) and isinstance(b, _T)):
-            self.fail(node, f"{op} with a constant operand (dcrt's {op} takes two activations)")
+            self.fail(node, f"{op} of two constants")
+        if op in ("sub", "div"):
+            self.fail(node, f"{op} of two activations (dcrt has add and mul)")
         if alpha != 1:
             self.fail(node, f"{op} with alpha={alpha}")
         return self.emit(Node(op, {}, [a.id, b.id]), self.out_shape(node))
 
+    def _with_constant(self, node, a, b, op, alpha):
+        """x + c, x * c, x - c, c - x, x / c with c a scalar or one value per channel: a per-channel
+        affine (folded into the producing conv/linear where possible)."""
+        x_first = isinstance(a, _T)
+        x, cv = (a, b) if x_first else (b, a)
+        c = self._constant_operand(node, cv)
+        per = None if c is None else channel_constant(c, x.shape)
+        if per is None:
+            self.fail(node, f"{op} with a constant that is not a scalar or one value per channel "
+                            f"(dcrt's {op} takes two activations)")
+        ones = np.ones_like(per)
+        if op == "add":
+            scale, shift = ones, per * np.float32(alpha)
+        elif op == "mul":
+            scale, shift = per, np.zeros_like(per)
+        elif op == "sub":
+            scale, shift = (ones, -per * np.float32(alpha)) if x_first else (-ones * np.float32(alpha), per)
+        else:  # div
+            if not x_first:
+                self.fail(node, "a constant divided by an activation")
+            scale, shift = (ones / per).astype(np.float32), np.zeros_like(per)
+        return self._affine(node, x, node.args[0] if x_first else node.args[1], scale, shift, f"{op} with a constant")
+
     def op_add(self, node, a, b, alpha=1):
         return self._binary(node, a, b, "add", alpha)
 
+    def op_sub(self, node, a, b, alpha=1):
+        return self._binary(node, a, b, "sub", alpha)
+
+    def op_rsub(self, node, a, b, alpha=1):  # b - alpha * a
+        return self._binary(node, b, a, "sub", alpha) if alpha == 1 else self.fail(node, f"rsub with alpha={alpha}")
+
     def op_mul(self, node, a, b):
         return self._binary(node, a, b, "mul")
+
+    def op_div(self, node, a, b, rounding_mode=None):
+        if rounding_mode is not None:
+            self.fail(node, f"division with rounding_mode={rounding_mode!r}")
+        return self._binary(node, a, b, "div")
 
     def op_cat(self, node, xs, dim=0):
         xs = [self.tensor(node, x) for x in xs]
