@@ -94,10 +94,12 @@ inline void conv_block(const ::dcrt::QConvRows& w, const uint32_t* e0, const uin
       a7 = _mm256_fmadd_ps(v, _mm256_loadu_ps(xp + 3 * rs + 8), a7);
     }
   }
+  // ro is null without a residual: no arithmetic on it then (UB, and UBSan says so).
+  const auto rrow = [&](size_t r) { return ro ? ro + r * ys : nullptr; };
   conv_store_row(yo, ro, n, mlo, mhi, last, ep, a0, a1);
-  if constexpr (R > 1) conv_store_row(yo + ys, ro + ys, n, mlo, mhi, last, ep, a2, a3);
-  if constexpr (R > 2) conv_store_row(yo + 2 * ys, ro + 2 * ys, n, mlo, mhi, last, ep, a4, a5);
-  if constexpr (R > 3) conv_store_row(yo + 3 * ys, ro + 3 * ys, n, mlo, mhi, last, ep, a6, a7);
+  if constexpr (R > 1) conv_store_row(yo + ys, rrow(1), n, mlo, mhi, last, ep, a2, a3);
+  if constexpr (R > 2) conv_store_row(yo + 2 * ys, rrow(2), n, mlo, mhi, last, ep, a4, a5);
+  if constexpr (R > 3) conv_store_row(yo + 3 * ys, rrow(3), n, mlo, mhi, last, ep, a6, a7);
 }
 
 // Depthwise rows (one input channel per output channel): the channel's few taps (3x3: at most
