@@ -141,12 +141,18 @@ def main(argv=None):
                              f"{load_ms:.1f} | {peak - base:.0f} | {comp_s:.0f} |")
             prof = dm.profile(np.random.default_rng(0).random((1, 3, 224, 224), dtype=np.float32), 5)
             total = sum(q["seconds"] for q in prof)
-            by = {}
+            by, fused = {}, {}
             for q, op in zip(prof, dm._m.ops):
                 k = layer_kind(dm, op)
+                if op["fused_into"] >= 0:  # runs inside its producer: its time is the conv's
+                    fused[k] = fused.get(k, 0) + 1
+                    continue
                 by[k] = by.get(k, 0.0) + q["seconds"]
             for k, v in sorted(by.items(), key=lambda kv: -kv[1]):
                 prof_rows.append(f"| {name} | {k} | {v * 1e3:.2f} | {100 * v / total:.0f}% |")
+            if fused:
+                prof_rows.append(f"| {name} | fused at load (no time of their own): "
+                                 + ", ".join(f"{n} {k}" for k, n in sorted(fused.items())) + " | | |")
     lines += ["", "| network | fp32 params MB | .dcz MB | ratio | load ms | peak RSS over import MB | compress s |",
               "|---|---:|---:|---:|---:|---:|---:|"] + size_rows
     lines += ["", "Where dcrt's batch-1 time goes (`Model.profile`, each op timed on the calling thread):", "",
