@@ -136,6 +136,25 @@ def test_exported_transformers_model(tmp_path, arch):
     np.testing.assert_allclose(dcrt.load(q).infer(x), ref, rtol=1e-3, atol=1e-4 * np.abs(ref).max())
 
 
+@pytest.mark.torch
+def test_legacy_exporter_with_dynamic_batch(tmp_path):
+    """torch.onnx.export(dynamo=False, dynamic_axes=...) computes MobileNetV2's TF padding in a
+    Shape/Slice/Transpose/... subgraph, after which onnx's shape inference gives up: the subgraph
+    is folded and dcrt works out the shapes itself."""
+    torch = pytest.importorskip("torch")
+    from transformers import MobileNetV2Config, MobileNetV2ForImageClassification
+    torch.manual_seed(0)
+    m = MobileNetV2ForImageClassification(MobileNetV2Config(depth_multiplier=0.35, image_size=64)).eval()
+    src = tmp_path / "mnv2.onnx"
+    torch.onnx.export(m, (torch.rand(1, 3, 64, 64),), str(src), dynamo=False, input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "n"}}, opset_version=17)
+    x = np.random.default_rng(3).random((2, 3, 64, 64), dtype=np.float32)
+    p = tmp_path / "m.dcz"
+    dcrt.compress(str(src), p, storage="plain", progress=False)
+    want = ort_run(src, x)
+    assert np.abs(dcrt.load(p).infer(x) - want).max() <= 1e-4 * np.abs(want).max()
+
+
 def _dilated_model(path, second_conv_attrs, out_hw):
     rng = np.random.default_rng(4)
     N = helper.make_node

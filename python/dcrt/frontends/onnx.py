@@ -70,8 +70,17 @@ class _Importer:
                                     f"outputs {list(node.output)}")
 
     def emit(self, node, shape):
+        """Append a graph node. shape None (onnx shape inference could not tell, e.g. behind a
+        padding subgraph of the legacy exporter): dcrt's own, from the reference forward of the
+        node on zeros of its input shapes."""
+        if shape is None:
+            ids = [len(self.nodes)] if node.inputs is None else node.inputs
+            ins = [np.zeros((1,) + self.tshape[i], np.float32) for i in ids]
+            shape = GraphNet._run(node, ins).shape[1:]
         self.nodes.append(node)
-        return _T(len(self.nodes), shape)
+        t = _T(len(self.nodes), shape)
+        self.tshape[t.id] = t.shape
+        return t
 
     def act(self, node, name) -> _T:
         v = self.env.get(name)
@@ -86,9 +95,13 @@ class _Importer:
             self.fail(node, f"{what} ({name!r}) must be a constant (an initializer or a folded subgraph)")
         return self.const[name]
 
-    def out_shape(self, node, k=0):
+    def out_shape(self, node, k=0, required=False):
+        """The per-sample output shape onnx inferred, or None (emit then works it out) unless
+        required."""
         dims = self.shapes.get(node.output[k])
         if dims is None or any(d is None for d in dims[1:]):
+            if not required:
+                return None
             self.fail(node, "its output has no static shape (export with static shapes)" + self.inference_error)
         return tuple(dims[1:])
 
@@ -103,6 +116,7 @@ class _Importer:
             raise UnsupportedModelError(f"onnx import ({self.name}): input {inputs[0].name!r} has no static shape")
         self.input_shape = tuple(dims[1:])
         self.env[inputs[0].name] = _T(0, self.input_shape)
+        self.tshape = {0: tuple(int(d) for d in self.input_shape)}
         for node in self.g.node:
             if node.domain not in ("", "ai.onnx"):
                 self.fail(node, f"custom domain {node.domain!r}")
@@ -177,6 +191,28 @@ class _Importer:
             for s_, e_, ax, st in zip(starts, ends, axes, steps):
                 sl[int(ax)] = slice(int(s_), int(e_), int(st))
             v = data[tuple(sl)]
+        elif t == "Transpose":
+            perm = a.get("perm")
+            v = np.transpose(ins[0], None if perm is None else [int(q) for q in perm])
+        elif t in ("Neg", "Abs", "Floor", "Ceil", "Sqrt", "Not"):
+            v = {"Neg": np.negative, "Abs": np.abs, "Floor": np.floor, "Ceil": np.ceil, "Sqrt": np.sqrt,
+                 "Not": np.logical_not}[t](ins[0])
+        elif t in ("Equal", "Less", "Greater", "Max", "Min", "Pow", "Mod"):
+            f = {"Equal": np.equal, "Less": np.less, "Greater": np.greater, "Max": np.maximum, "Min": np.minimum,
+                 "Pow": np.power, "Mod": np.mod}[t]
+            v = ins[0]
+            for q in ins[1:]:
+                v = f(v, q)
+        elif t == "Where":
+            v = np.where(ins[0], ins[1], ins[2])
+        elif t == "Range":
+            v = np.arange(ins[0].item(), ins[1].item(), ins[2].item(), dtype=ins[0].dtype)
+        elif t == "Expand":
+            v = ins[0] * np.ones([int(q) for q in ins[1]], ins[0].dtype)
+        elif t in ("ReduceProd", "ReduceSum"):
+            axes = a.get("axes", ins[1] if len(ins) > 1 and ins[1] is not None else None)
+            axes = None if axes is None else tuple(int(q) for q in np.atleast_1d(axes))
+            v = (np.prod if t == "ReduceProd" else np.sum)(ins[0], axis=axes, keepdims=bool(a.get("keepdims", 1)))
         else:
             self.fail(node, "an op on constants that dcrt cannot fold")
         self.const[node.output[0]] = np.asarray(v)
@@ -437,7 +473,7 @@ class _Importer:
         n = math.prod(x.shape)
         if len(shape) == 2 and (shape[1] in (-1, n)) and shape[0] in (-1, 0, 1):
             return x if len(x.shape) == 1 else self._flat(node, x)
-        out = self.out_shape(node)
+        out = self.out_shape(node, required=True)
         if out == x.shape:
             return x
         self.fail(node, f"Reshape of {list(x.shape)} to {shape} (only [N, -1] flattening)")
