@@ -155,7 +155,7 @@ def quantize(model: Sequential, masks: dict, bits=None, init: str = "linear", se
     bar = _bar(progress, len(model.weighted()), "quantize")
     for l in model.weighted():
         if l.name in skip:
-            bar.update(f"{l.name}: stored plain")
+            bar.update(f"{l.name}: not clustered")
             continue
         b = _per_layer(bits, l.name, 8 if isinstance(l, Conv2d) else 5)
         out[l.name] = quantize_layer(l.weight, masks[l.name], int(b), init, seed)
@@ -427,7 +427,15 @@ def compress(model, path, *, example_input=None, density=None, quality=None, bit
     dict key that names no layer is an error. Without density or quality nothing is pruned.
     ``storage``: "auto" | "sparse" | "plain" ("plain" everywhere: a lossless fp32 file).
     """
-    from .frontends import to_graph
+    from .frontends import _is_torch_module, to_graph
+    trained = {}
+    if _is_torch_module(model):
+        # A module pruned / quantized with dcrt.torch: export its effective weights, then write
+        # exactly its masks, codes and centroids (no re-pruning, no re-clustering).
+        from . import torch as dtorch
+        trained = dtorch.state(model)
+        if trained:
+            model = dtorch.strip(model)
     model = to_graph(model, example_input)
     names = [l.name for l in model.weighted()]
     for opt, v in (("density", density), ("quality", quality), ("bits", bits), ("index_bits", index_bits),
@@ -439,12 +447,35 @@ def compress(model, path, *, example_input=None, density=None, quality=None, bit
                                  f"{names[:8]}{' ...' if len(names) > 8 else ''}")
     if init not in INITS + ("forgy",):
         raise ValueError(f"unknown init {init!r}; choose from {INITS}")
+    layer_of = {l.name: l for l in model.weighted()}
+    for name, st in trained.items():
+        if name not in layer_of:
+            raise ValueError(f"compress: {name} was pruned/quantized with dcrt.torch but is not a layer of the "
+                             f"exported graph (its layers: {names[:8]})")
+        if _per_layer(density, name) is not None or _per_layer(quality, name) is not None:
+            raise ValueError(f"compress: {name} was pruned with dcrt.torch; its mask is written as it is (drop "
+                             "density=/quality= for it)")
+        if st.codes is not None and _per_layer(bits, name) is not None:
+            raise ValueError(f"compress: {name} was quantized with dcrt.torch; its codes and centroids are written "
+                             "as they are (drop bits= for it)")
+        w = layer_of[name].weight
+        want = st.codebook[st.codes] if st.codes is not None else None
+        if w.shape != st.mask.shape or (want is not None and not np.array_equal(w, want)) or \
+                np.count_nonzero(w[~st.mask]):
+            raise ValueError(f"compress: {name}: the exported weights are not the trained ones (a batch norm or a "
+                             "constant scale was folded into it at export, which would break its shared codebook): "
+                             "fold batch norms before pruning, with dcrt.torch.fold_batchnorm(module, example_input)")
     n = len(model.weighted())
     bar = Progress(2 * n + 2, f"compress {model.name}", progress)
     masks = prune(model, density, quality)
+    for name, st in trained.items():
+        masks[name] = st.mask
     bar.update("pruned")
     plain = {n for n in names if _per_layer(storage, n, "auto") == "plain"}
-    quant = quantize(model, masks, bits, init, seed, progress=bar, skip=plain)
+    given = {name: QuantizedLayer(st.codebook, st.codes, st.bits) for name, st in trained.items()
+             if st.codes is not None}
+    quant = quantize(model, masks, bits, init, seed, progress=bar, skip=plain | set(given))
+    quant.update({k: v for k, v in given.items() if k not in plain})
     layers = encode(model, quant, index_bits, chunk_symbols, max_code_len, storage, progress=bar)
     rep = write(path, model, layers)
     bar.update("written")
