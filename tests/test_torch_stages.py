@@ -153,13 +153,19 @@ def test_batch_norm_folded_first_or_a_clear_error(tmp_path):
     dt.quantize(bad, bits=4)
     with pytest.raises(ValueError, match="fold_batchnorm"):
         dcrt.compress(bad, tmp_path / "b.dcz", example_input=x[:1], progress=False)
+    dt.prune(net, density=0.5)  # folding after pruning keeps the masks
+    masks = {n: s.mask for n, s in dt.state(net).items()}
     with torch.no_grad():
         want = net(x)
     assert dt.fold_batchnorm(net, x[:1]) == [("conv1", "bn1")]
     assert isinstance(net.bn1, nn.Identity)
+    assert all(np.array_equal(s.mask, masks[n]) for n, s in dt.state(net).items())
     with torch.no_grad():
-        torch.testing.assert_close(net(x), want, rtol=1e-5, atol=1e-6)
-    dt.prune(net, density=0.5)
+        torch.testing.assert_close(net(x), want, rtol=1e-5, atol=1e-5)
+    dt.quantize(net, bits=8)
+    with pytest.raises(ValueError, match="before quantizing"):
+        dt.fold_batchnorm(net, x[:1])
+    net = dt.strip(net)  # start again from the folded, pruned weights
     dt.quantize(net, bits=4)
     p = tmp_path / "ok.dcz"
     dcrt.compress(net, p, example_input=x[:1], progress=False)

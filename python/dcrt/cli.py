@@ -203,7 +203,9 @@ def main(argv=None):
                                     "settings it used first.")
     pl.add_argument("arch", choices=["lenet-300-100", "lenet-5"])
     pl.add_argument("output", help="the .dcz to write")
-    pl.add_argument("--data", default="fashion-mnist", choices=["fashion-mnist", "mnist-5k"])
+    pl.add_argument("--data", default="fashion-mnist",
+                    help="fashion-mnist, mnist-5k, or an .npz of yours with x_train, y_train, x_test, y_test "
+                         "(28x28 images, labels 0..9); an .npz takes the fashion-mnist recipe")
     pl.add_argument("--checkpoint-dir", help="save every stage here; rerunning resumes")
     pl.add_argument("--stop-after", help="end after this stage (baseline, prune1.., quantize, finetune, encode)")
     pl.add_argument("--density", help="final density: one value or name=value,...")

@@ -149,11 +149,66 @@ def mnist_5k(image: bool = False, val_fraction: float = 0.1, test_fraction: floa
 
 
 DATASETS = {"fashion-mnist": fashion_mnist, "mnist-5k": mnist_5k}
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def from_npz(path: str, image: bool = False, seed: int = 0, val_fraction: float = 1 / 12,
+             classes: int = 10) -> Dataset:
+    """A user's data set: an .npz with ``x_train, y_train, x_test, y_test``. Images are
+    ``[N, 28, 28]``, ``[N, 1, 28, 28]`` or ``[N, 784]``: uint8 (scaled to [0, 1]) or float (taken
+    as they are, finite); labels integers in [0, classes). A stratified, seeded validation split
+    is taken from training. Every problem is a ValueError naming the array and what is wrong."""
+    name = os.path.basename(os.fspath(path))
+    try:
+        z = np.load(os.fspath(path), allow_pickle=False)
+    except FileNotFoundError:
+        raise ValueError(f"--data {path}: no such file") from None
+    except (ValueError, OSError) as e:
+        raise ValueError(f"--data {path}: not a readable .npz ({e})") from None
+    with z:
+        missing = [k for k in NPZ_KEYS if k not in z.files]
+        if missing:
+            raise ValueError(f"{name}: missing arrays {missing}; it has {sorted(z.files)} (needs {list(NPZ_KEYS)})")
+        arr = {k: z[k] for k in NPZ_KEYS}
+    splits = {}
+    for part in ("train", "test"):
+        x, y = arr[f"x_{part}"], arr[f"y_{part}"]
+        w = f"{name}: x_{part}"
+        if x.ndim < 2 or x[0].size != 784 or x.shape[1:] not in ((28, 28), (1, 28, 28), (784,)):
+            raise ValueError(f"{w} has shape {list(x.shape)}; expected [N, 28, 28], [N, 1, 28, 28] or [N, 784] "
+                             "(the LeNet networks take 28x28 grey images)")
+        if x.dtype == np.uint8:
+            x = x.reshape(len(x), -1).astype(np.float32) / np.float32(255)
+        elif x.dtype.kind == "f":
+            x = x.reshape(len(x), -1).astype(np.float32)
+            if not np.isfinite(x).all():
+                raise ValueError(f"{w} contains NaN or Inf")
+        else:
+            raise ValueError(f"{w} has dtype {x.dtype}; expected uint8 (0..255) or float (as fed to the network)")
+        wy = f"{name}: y_{part}"
+        if y.ndim != 1 or len(y) != len(x):
+            raise ValueError(f"{wy} has shape {list(y.shape)}; expected [{len(x)}] (one label per image)")
+        if y.dtype.kind not in "iu":
+            raise ValueError(f"{wy} has dtype {y.dtype}; expected integer class labels")
+        if len(y) == 0:
+            raise ValueError(f"{wy} is empty")
+        if y.min() < 0 or y.max() >= classes:
+            raise ValueError(f"{wy}: labels must be in 0..{classes - 1}, found {int(y.min())}..{int(y.max())}")
+        splits[part] = Split(x.reshape(len(x), 1, 28, 28) if image else x, y.astype(np.int64))
+    train, val = _split_off(splits["train"].x, splits["train"].y, val_fraction, seed)
+    return Dataset(f"{name}", train, val, splits["test"], [str(i) for i in range(classes)])
+
+
+def is_npz(name) -> bool:
+    return isinstance(name, (str, os.PathLike)) and os.fspath(name).endswith(".npz")
 
 
 def load(name: str, image: bool = False, seed: int = 0) -> Dataset:
+    """A data set by name ("fashion-mnist", "mnist-5k") or the path of a user's .npz (:func:`from_npz`)."""
+    if is_npz(name):
+        return from_npz(name, image=image, seed=seed)
     try:
         fn = DATASETS[name]
     except KeyError:
-        raise ValueError(f"unknown dataset {name!r}; choose from {sorted(DATASETS)}") from None
+        raise ValueError(f"unknown dataset {name!r}; choose from {sorted(DATASETS)} or give an .npz path") from None
     return fn(image=image, seed=seed)

@@ -87,7 +87,9 @@ class Config:
         """A copy with every None filled in from the recipe, the defaults and the paper."""
         if self.arch not in zoo.PAPER:
             raise ValueError(f"unknown arch {self.arch!r}; one of {sorted(zoo.PAPER)}")
-        recipe, paper = RECIPES.get((self.arch, self.dataset), {}), zoo.PAPER[self.arch]
+        # A user's .npz takes the Fashion-MNIST recipe (the same 28x28 10-class shape of problem).
+        key = "fashion-mnist" if datasets.is_npz(self.dataset) else self.dataset
+        recipe, paper = RECIPES.get((self.arch, key), {}), zoo.PAPER[self.arch]
         fill = {}
         for f in dataclasses.fields(self):
             if getattr(self, f.name) is None:
@@ -152,7 +154,7 @@ def prepare(cfg: Config):
     model.mean = np.array([train.x.mean()], np.float32)
     model.std = np.array([train.x.std()], np.float32)
     model.labels = list(ds.labels)
-    model.metadata = {"dataset": cfg.dataset}
+    model.metadata = {"dataset": os.path.basename(cfg.dataset) if datasets.is_npz(cfg.dataset) else cfg.dataset}
     return model, ds, train
 
 

@@ -217,17 +217,18 @@ def strip(module: nn.Module, inplace: bool = False) -> nn.Module:
 @torch.no_grad()
 def fold_batchnorm(module: nn.Module, example_input) -> list:
     """Fold every batch norm that reads only a Conv2d/Linear output into that layer (eval-mode
-    statistics) and replace it with ``nn.Identity``, in place. Do this before pruning when the
-    model has batch norms: a batch norm folded at export would scale each output channel of a
+    statistics) and replace it with ``nn.Identity``, in place. Do this before quantizing when the
+    model has batch norms (before or after pruning: a pruned layer keeps its mask, the scale goes
+    into ``weight_orig``): a batch norm folded at export would scale each output channel of a
     quantized layer and break its shared codebook. Returns [(layer, batch norm)] folded."""
     from .graph import batchnorm_affine
-    if state(module):
-        raise ValueError("fold_batchnorm: fold batch norms before pruning or quantizing")
+    if any(s.codes is not None for s in state(module).values()):
+        raise ValueError("fold_batchnorm: fold batch norms before quantizing")
     was = module.training
     module.eval()
     x = torch.as_tensor(np.asarray(example_input, np.float32)) if not isinstance(example_input, torch.Tensor) \
         else example_input
-    ep = torch.export.export(module, (x,))
+    ep = torch.export.export(strip(module), (x,))  # masks stripped: the weights are parameters
     sig = ep.graph_signature
     fqn = {**sig.inputs_to_parameters, **sig.inputs_to_buffers}
     users = {n.name: len(n.users) for n in ep.graph.nodes}
@@ -252,8 +253,9 @@ def fold_batchnorm(module: nn.Module, example_input) -> list:
             bn.weight.detach().cpu().numpy() if bn.weight is not None else np.ones(bn.num_features, np.float32),
             bn.bias.detach().cpu().numpy() if bn.bias is not None else np.zeros(bn.num_features, np.float32),
             bn.running_mean.cpu().numpy(), bn.running_var.cpu().numpy(), bn.eps)
-        s = torch.from_numpy(scale).to(layer.weight)
-        layer.weight.mul_(s.reshape(-1, *([1] * (layer.weight.dim() - 1))))
+        w = layer.weight_orig if tprune.is_pruned(layer) else layer.weight
+        s = torch.from_numpy(scale).to(w)
+        w.mul_(s.reshape(-1, *([1] * (w.dim() - 1))))
         b = layer.bias.detach() if layer.bias is not None else torch.zeros_like(s)
         new_b = b * s + torch.from_numpy(shift).to(s)
         if layer.bias is None:
