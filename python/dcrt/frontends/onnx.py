@@ -392,8 +392,10 @@ class _Importer:
             return x
         if len(x.shape) != 3:
             self.fail(node, f"{node.op_type} with a constant on a 1-D tensor that does not follow a Gemm")
-        return self.emit(affine_node(x.id, x.shape[0], scale, shift, f"{node.name or node.output[0]}.scale_shift"),
-                         x.shape)
+        t = self.emit(affine_node(x.id, x.shape[0], scale, shift, f"{node.name or node.output[0]}.scale_shift"),
+                      x.shape)
+        self.producer[t.id] = node.output[0]  # a following affine folds into this one
+        return t
 
     def op_Add(self, node, a):
         # MatMul + Add(bias) is a linear layer with a bias

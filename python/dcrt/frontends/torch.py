@@ -227,7 +227,9 @@ class _Importer:
             return x
         if len(x.shape) != 3:
             self.fail(node, f"{what} on a 1-D tensor that does not follow a linear layer")
-        return self.emit(affine_node(x.id, x.shape[0], scale, shift, f"{node.name}.scale_shift"), x.shape)
+        t = self.emit(affine_node(x.id, x.shape[0], scale, shift, f"{node.name}.scale_shift"), x.shape)
+        self.producer[t.id] = (len(self.nodes) - 1, node.name)  # a following affine folds into this one
+        return t
 
     def _constant_operand(self, node, v):
         if isinstance(v, (int, float)):
