@@ -88,7 +88,7 @@ def fit(model, ds, epochs, lr, args, rng, stage, log):
             loss.backward()
             opt.step()
             sched.step()
-            total, n = total + float(loss) * len(yb), n + len(yb)
+            total, n = total + float(loss.detach()) * len(yb), n + len(yb)
         log(f"{stage} epoch {ep + 1}/{epochs}: loss {total / max(n, 1):.4f}, val "
             f"{accuracy(model, ds.val.x, ds.val.y):.2f}% ({time.perf_counter() - t0:.0f}s)")
 
@@ -100,11 +100,14 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=int, default=12, help="baseline epochs")
     ap.add_argument("--lr", type=float, default=0.1)
-    ap.add_argument("--density", type=float, default=0.08, help="final density of the convs and the classifier")
-    ap.add_argument("--prune-steps", type=int, default=3)
-    ap.add_argument("--retrain-epochs", type=int, default=3, help="per pruning step")
+    ap.add_argument("--density", type=float, default=0.07, help="final density of the layers of 10k weights or more")
+    ap.add_argument("--small-density", type=float, default=0.3,
+                    help="final density of the smaller layers (stem, first stage, 1x1 shortcuts, classifier): "
+                         "few weights, most sensitive, a small share of the file")
+    ap.add_argument("--prune-steps", type=int, default=4)
+    ap.add_argument("--retrain-epochs", type=int, default=5, help="per pruning step")
     ap.add_argument("--bits", type=int, default=5)
-    ap.add_argument("--finetune-epochs", type=int, default=2)
+    ap.add_argument("--finetune-epochs", type=int, default=3)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--weight-decay", type=float, default=5e-4)
     ap.add_argument("--subset", type=int, default=0, help="> 0: a stratified training subset (quick runs)")
@@ -132,10 +135,14 @@ def main(argv=None):
         log(f"== {name}: test {acc:.2f}% ({times[name]:.0f}s)")
 
     stage("baseline", lambda: fit(model, ds, args.epochs, args.lr, args, rng, "baseline", log))
-    for k, d in enumerate(dt.schedule(args.density, args.prune_steps)):
-        def prune_retrain(d=d, k=k):
-            dt.prune(model, density=d)
-            fit(model, ds, args.retrain_epochs, args.lr / 10, args, rng, f"prune{k + 1} (density {d:.3f})", log)
+    final = {n: args.density if m.weight.numel() >= 10_000 else max(args.density, args.small_density)
+             for n, m in dt.named_layers(model).items()}
+    plan = {n: dt.schedule(d, args.prune_steps) for n, d in final.items()}
+    for k in range(args.prune_steps):
+        def prune_retrain(k=k):
+            dt.prune(model, density={n: s[k] for n, s in plan.items()})
+            fit(model, ds, args.retrain_epochs, args.lr / 10, args, rng,
+                f"prune{k + 1} (density {args.density ** ((k + 1) / args.prune_steps):.3f})", log)
         stage(f"prune{k + 1}", prune_retrain)
 
     def quantize():

@@ -182,6 +182,21 @@ def channel_constant(value, shape):
     return None
 
 
+def constant_affine(op: str, per: np.ndarray, x_first: bool):
+    """(scale, shift) of ``x op c`` (``c op x`` where not ``x_first``) for a per-channel constant
+    ``per``: add, sub, mul, div. None for ``c / x`` (not an affine)."""
+    ones, zeros = np.ones_like(per), np.zeros_like(per)
+    if op == "add":
+        return ones, per
+    if op == "mul":
+        return per, zeros
+    if op == "sub":
+        return (ones, -per) if x_first else (-ones, per)
+    if op == "div" and x_first:
+        return (ones / per).astype(np.float32), zeros
+    return None
+
+
 def affine_node(x_id: int, channels: int, scale, shift, name: str) -> Node:
     """A per-channel ``scale * x + shift`` on ``[C, H, W]`` as a depthwise 1x1 conv (a batch norm
     that cannot be folded)."""

@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from ..graph import GraphNet, Node, affine_node, batchnorm_affine, channel_constant, fold_affine
+from ..graph import GraphNet, Node, affine_node, batchnorm_affine, channel_constant, constant_affine, fold_affine
 from ..nn import Conv2d, Linear
 from ..errors import UnsupportedModelError
 
@@ -375,17 +375,10 @@ class _Importer:
         if per is None:
             self.fail(node, f"{node.op_type} with a constant that is not a scalar or one value per channel "
                             f"(dcrt's {op} takes two activations)")
-        ones, zeros = np.ones_like(per), np.zeros_like(per)
-        if op == "add":
-            scale, shift = ones, per
-        elif op == "mul":
-            scale, shift = per, zeros
-        elif op == "sub":
-            scale, shift = (ones, -per) if x_first else (-ones, per)
-        else:
-            if not x_first:
-                self.fail(node, "a constant divided by an activation")
-            scale, shift = (ones / per).astype(np.float32), zeros
+        ab = constant_affine(op, per, x_first)
+        if ab is None:
+            self.fail(node, "a constant divided by an activation")
+        scale, shift = ab
         src = self.producer.get(x.id)
         if src is not None and self.consumers.get(src, 0) == 1 and x.id == len(self.nodes):
             fold_affine(self.nodes[-1].layer, scale, shift)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import UnsupportedModelError
-from ..graph import GraphNet, Node, affine_node, batchnorm_affine, channel_constant, fold_affine
+from ..graph import GraphNet, Node, affine_node, batchnorm_affine, channel_constant, constant_affine, fold_affine
 from ..nn import Conv2d, Linear
 
 __all__ = ["from_torch", "UnsupportedModelError"]
@@ -295,6 +295,8 @@ class _Importer:
 
     # ------------------------------------------------------------------ binary, structure
     def _binary(self, node, a, b, op, alpha=1):
+        if alpha != 1 and not (isinstance(a, _T) and not isinstance(b, _T)):
+            self.fail(node, f"{op} with alpha={alpha}")  # x op alpha * c is the one form taken
         if not isinstance(a, _T) and isinstance(b, _T) and op in ("add", "mul"):
             a, b = b, a  # commutative: the activation first
         if isinstance(a, _T) and not isinstance(b, _T) or op in ("sub", "div") and isinstance(b, _T) and \
@@ -304,8 +306,6 @@ class _Importer:
             self.fail(node, f"{op} of two constants")
         if op in ("sub", "div"):
             self.fail(node, f"{op} of two activations (dcrt has add and mul)")
-        if alpha != 1:
-            self.fail(node, f"{op} with alpha={alpha}")
         return self.emit(Node(op, {}, [a.id, b.id]), self.out_shape(node))
 
     def _with_constant(self, node, a, b, op, alpha):
@@ -318,17 +318,10 @@ class _Importer:
         if per is None:
             self.fail(node, f"{op} with a constant that is not a scalar or one value per channel "
                             f"(dcrt's {op} takes two activations)")
-        ones = np.ones_like(per)
-        if op == "add":
-            scale, shift = ones, per * np.float32(alpha)
-        elif op == "mul":
-            scale, shift = per, np.zeros_like(per)
-        elif op == "sub":
-            scale, shift = (ones, -per * np.float32(alpha)) if x_first else (-ones * np.float32(alpha), per)
-        else:  # div
-            if not x_first:
-                self.fail(node, "a constant divided by an activation")
-            scale, shift = (ones / per).astype(np.float32), np.zeros_like(per)
+        ab = constant_affine(op, per * np.float32(alpha), x_first)  # alpha != 1 only as x op alpha * c
+        if ab is None:
+            self.fail(node, "a constant divided by an activation")
+        scale, shift = ab
         return self._affine(node, x, node.args[0] if x_first else node.args[1], scale, shift, f"{op} with a constant")
 
     def op_add(self, node, a, b, alpha=1):
