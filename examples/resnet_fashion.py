@@ -1,4 +1,5 @@
-"""Deep Compression of a ResNet-18-shaped network on Fashion-MNIST, in a plain PyTorch loop.
+"""Deep Compression of a ResNet-18-shaped network (or a MobileNetV2) on Fashion-MNIST, in a plain
+PyTorch loop.
 
 Your model, your data loader, your optimizer and schedule; dcrt.torch only modifies the model
 between the stages, and dcrt.compress writes exactly what was trained:
@@ -32,12 +33,18 @@ import dcrt.torch as dt
 from dcrt import data
 
 
-def build(width: int, seed: int):
-    from transformers import ResNetConfig, ResNetForImageClassification
+def build(arch: str, width: int, seed: int):
+    """transformers' definitions, random init: ResNet-18 at ``width`` channels in its first stage
+    (64 in the original), or MobileNetV2 at depth multiplier ``width / 32`` (32: the original)."""
     torch.manual_seed(seed)
-    cfg = ResNetConfig(layer_type="basic", depths=[2, 2, 2, 2], num_channels=1, embedding_size=width,
-                       hidden_sizes=[width, 2 * width, 4 * width, 8 * width], num_labels=10)
-    return ResNetForImageClassification(cfg)
+    if arch == "resnet18":
+        from transformers import ResNetConfig, ResNetForImageClassification
+        cfg = ResNetConfig(layer_type="basic", depths=[2, 2, 2, 2], num_channels=1, embedding_size=width,
+                           hidden_sizes=[width, 2 * width, 4 * width, 8 * width], num_labels=10)
+        return ResNetForImageClassification(cfg)
+    from transformers import MobileNetV2Config, MobileNetV2ForImageClassification
+    cfg = MobileNetV2Config(num_channels=1, image_size=28, depth_multiplier=width / 32, num_labels=10)
+    return MobileNetV2ForImageClassification(cfg)
 
 
 class Classifier(torch.nn.Module):
@@ -96,7 +103,10 @@ def fit(model, ds, epochs, lr, args, rng, stage, log):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, help="the .dcz to write")
-    ap.add_argument("--width", type=int, default=16)
+    ap.add_argument("--arch", choices=["resnet18", "mobilenet_v2"], default="resnet18")
+    ap.add_argument("--width", type=int, default=16,
+                    help="resnet18: channels of the first stage (64 in ResNet-18); mobilenet_v2: 32 x its depth "
+                         "multiplier (32 in MobileNetV2)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=int, default=12, help="baseline epochs")
     ap.add_argument("--lr", type=float, default=0.1)
@@ -121,7 +131,7 @@ def main(argv=None):
     ds = data.fashion_mnist(image=True, seed=args.seed)
     if args.subset:
         ds.train = ds.train.subset(args.subset, args.seed)
-    model = Classifier(build(args.width, args.seed), float(ds.train.x.mean()), float(ds.train.x.std()))
+    model = Classifier(build(args.arch, args.width, args.seed), float(ds.train.x.mean()), float(ds.train.x.std()))
     example = torch.from_numpy(ds.test.x[:1])
     fp32_bytes = 4 * sum(p.numel() for n, p in model.named_parameters() if "normalization" not in n)
     times, rows = {}, []
@@ -163,11 +173,11 @@ def main(argv=None):
     size = os.path.getsize(args.out)
     log("")
     log(rep.table())
-    log(f"\nResNet-18-shaped (width {args.width}) on Fashion-MNIST: baseline {rows[0]['test']:.2f}% -> "
+    log(f"\n{args.arch} (width {args.width}) on Fashion-MNIST: baseline {rows[0]['test']:.2f}% -> "
         f".dcz {native_acc:.2f}% top-1 (native runtime, 10k test; {native_acc - rows[0]['test']:+.2f} points), "
         f"{fp32_bytes / size:.1f}x smaller than its fp32 weights ({fp32_bytes:,} -> {size:,} bytes, every byte "
         f"of the file); native inference of the test set {time.perf_counter() - t0:.1f}s")
-    summary = {"width": args.width, "seed": args.seed, "stages": rows, "native_test": native_acc,
+    summary = {"arch": args.arch, "width": args.width, "seed": args.seed, "stages": rows, "native_test": native_acc,
                "fp32_bytes": fp32_bytes, "dcz_bytes": size, "ratio": fp32_bytes / size, "seconds": times,
                "args": vars(args)}
     if args.json:
