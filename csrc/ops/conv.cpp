@@ -44,7 +44,7 @@ void run_conv2d(const OpCtx& c) {
     // channel chunk).
     ConvGeom g1 = g;
     g1.in_c = g1.out_c = g1.groups = 1;
-    const size_t plane = padded_size(g1), stride = plane + kConvSlack, hw_in = size_t(g.in_h) * g.in_w;
+    const size_t stride = c.x.plane, hw_in = size_t(g.in_h) * g.in_w;  // plane + slack (plan.cpp)
     const size_t hw_out = size_t(g.out_h) * g.out_w;
     const unsigned chunks = tasks == 1 ? 1 : std::min<unsigned>(g.out_c, 4 * tasks);
     const int64_t* tapoff = c.x.tapoff.data();

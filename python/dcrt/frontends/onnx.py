@@ -303,14 +303,21 @@ class _Importer:
         g, beta, mu, var = (self.cst(node, node.input[k], n) for k, n in
                             ((1, "scale"), (2, "B"), (3, "mean"), (4, "var")))
         scale, shift = batchnorm_affine(g, beta, mu, var, a.get("epsilon", 1e-5))
+        return self._affine(node, x, scale, shift, "a batch normalisation")
+
+    def _affine(self, node, x, scale, shift, what):
+        """Per-channel ``scale * x + shift``: folded into the conv/Gemm (or scale_shift) that
+        produced x where only this node reads it, else a depthwise 1x1 conv (3-D tensors only)."""
         src = self.producer.get(x.id)
         if src is not None and self.consumers.get(src, 0) == 1 and x.id == len(self.nodes):
             fold_affine(self.nodes[-1].layer, scale, shift)
             return x
         if len(x.shape) != 3:
-            self.fail(node, "a batch normalisation of a 1-D tensor that does not follow a Gemm")
-        return self.emit(affine_node(x.id, x.shape[0], scale, shift, f"{node.name or node.output[0]}.scale_shift"),
-                         x.shape)
+            self.fail(node, f"{what} of a 1-D tensor that does not follow a Gemm")
+        t = self.emit(affine_node(x.id, x.shape[0], scale, shift, f"{node.name or node.output[0]}.scale_shift"),
+                      x.shape)
+        self.producer[t.id] = node.output[0]  # a following affine folds into this one
+        return t
 
     def _unary(self, node, op, params=None):
         x = self.act(node, node.input[0])
@@ -378,27 +385,10 @@ class _Importer:
         ab = constant_affine(op, per, x_first)
         if ab is None:
             self.fail(node, "a constant divided by an activation")
-        scale, shift = ab
-        src = self.producer.get(x.id)
-        if src is not None and self.consumers.get(src, 0) == 1 and x.id == len(self.nodes):
-            fold_affine(self.nodes[-1].layer, scale, shift)
-            return x
-        if len(x.shape) != 3:
-            self.fail(node, f"{node.op_type} with a constant on a 1-D tensor that does not follow a Gemm")
-        t = self.emit(affine_node(x.id, x.shape[0], scale, shift, f"{node.name or node.output[0]}.scale_shift"),
-                      x.shape)
-        self.producer[t.id] = node.output[0]  # a following affine folds into this one
-        return t
+        return self._affine(node, x, *ab, f"{node.op_type} with a constant")
 
     def op_Add(self, node, a):
-        # MatMul + Add(bias) is a linear layer with a bias
-        x = self.env.get(node.input[0])
-        if isinstance(x, _T) and node.input[1] in self.const and x.id == len(self.nodes) and \
-                self.nodes[-1].op == "linear" and self.consumers.get(self.producer.get(x.id), 0) == 1:
-            layer = self.nodes[-1].layer
-            layer.bias = (layer.bias + np.asarray(self.const[node.input[1]], np.float32).reshape(-1)).astype(np.float32)
-            return x
-        return self._binary(node, "add")
+        return self._binary(node, "add")  # MatMul + Add(bias): the constant folds into the linear layer
 
     def op_Mul(self, node, a):
         return self._binary(node, "mul")
