@@ -31,3 +31,11 @@ def threads():
 def input_for(model_or_shape, batch=1, seed=0):
     shape = model_or_shape if isinstance(model_or_shape, tuple) else tuple(model_or_shape.input_shape)
     return np.random.default_rng(seed).random((batch,) + shape, dtype=np.float32)
+
+
+def pytest_benchmark_update_json(config, benchmarks, output_json):
+    """Every saved run records the CPU it ran on and which peers were there (report.py prints
+    both above its tables)."""
+    import peers
+    from machine import cpu_line
+    output_json["dcrt"] = {"cpu": cpu_line(), "peers": peers.availability(), "version": dcrt.__version__}

@@ -20,7 +20,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gap_latency import cpu_line  # noqa: E402
+from machine import cpu_line  # noqa: E402
 
 TARGET = {"lenet-300-100": 40.0, "lenet-5": 39.0}
 

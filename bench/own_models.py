@@ -23,7 +23,7 @@ import warnings
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gap_latency import cpu_line  # noqa: E402
+from machine import cpu_line  # noqa: E402
 
 THREADS = 2
 

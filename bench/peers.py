@@ -9,7 +9,9 @@ and its benchmarks are skipped, never failed.
 """
 from __future__ import annotations
 
+import glob
 import os
+import sys
 
 import numpy as np
 
@@ -37,8 +39,31 @@ def scipy_csr(w, x):
     return lambda: a @ xt
 
 
+def find_mkl() -> str | None:
+    """The MKL runtime library the ``mkl`` wheel installed (``<venv>/lib/libmkl_rt.so.N``), else
+    the system's; sets ``MKL_RT`` (where sparse_dot_mkl looks first) so that nobody has to know
+    to. An ``MKL_RT`` already set is kept."""
+    if os.environ.get("MKL_RT"):
+        return os.environ["MKL_RT"]
+    roots = [sys.prefix, sys.base_prefix, os.environ.get("VIRTUAL_ENV", ""), os.environ.get("CONDA_PREFIX", "")]
+    for root in filter(None, dict.fromkeys(roots)):
+        found = sorted(glob.glob(os.path.join(root, "lib", "libmkl_rt.so*")), key=len)
+        if found:
+            os.environ["MKL_RT"] = found[0]
+            return found[0]
+    import ctypes.util
+    name = ctypes.util.find_library("mkl_rt")
+    if name:
+        os.environ["MKL_RT"] = name
+    return name
+
+
 def mkl_csr(w, x):
-    """MKL's sparse BLAS through sparse_dot_mkl (inspector-executor under the hood)."""
+    """MKL's sparse BLAS through sparse_dot_mkl (inspector-executor under the hood); the library
+    is found by ``find_mkl``."""
+    if not find_mkl():
+        raise Unavailable("no libmkl_rt.so in this environment's lib/ or on the loader path "
+                          "(pip install mkl, part of the [bench] extra)")
     try:
         import scipy.sparse as sp
         from sparse_dot_mkl import dot_product_mkl
@@ -104,6 +129,23 @@ def onnxruntime_dense(w, x):
 
 PEERS = {"numpy-dense": numpy_dense, "scipy-csr": scipy_csr, "mkl-csr": mkl_csr, "torch-dense": torch_dense,
          "torch-csr": torch_csr, "onnxruntime-dense": onnxruntime_dense}
+
+
+def availability() -> dict:
+    """{peer: "ok" | why it is missing}, tried on a tiny problem: every results table says which
+    peers ran, so a missing one can never make another look like the best."""
+    w = np.eye(4, dtype=np.float32)
+    x = np.ones((2, 4), np.float32)
+    out = {}
+    for name, make in PEERS.items():
+        try:
+            make(w, x)()
+            out[name] = "ok"
+        except Unavailable as e:
+            out[name] = f"missing: {e}"
+        except Exception as e:  # noqa: BLE001 - a peer that is installed but broken
+            out[name] = f"broken: {type(e).__name__}: {e}"
+    return out
 
 
 def as_rows_by_batch(y, batch, rows):

@@ -116,7 +116,14 @@ def main(argv=None):
     with open(a.json) as f:
         data = json.load(f)
     benches = data["benchmarks"]
-    print(f"<!-- {data.get('datetime', '')} {data.get('machine_info', {}).get('cpu', {}).get('brand_raw', '')} -->")
+    print(f"<!-- {data.get('datetime', '')} -->")
+    mine = data.get("dcrt", {})
+    print(f"CPU: {mine.get('cpu') or data.get('machine_info', {}).get('cpu', {}).get('brand_raw', 'not recorded')}")
+    missing = {k: v for k, v in mine.get("peers", {}).items() if v != "ok"}
+    if missing:
+        print("Peers that did not run (the best peer below is the best of the others): "
+              + "; ".join(f"{k}: {v}" for k, v in missing.items()))
+    print()
     layers = [b for b in benches if "layer" in b["extra_info"]]
     nets = [b for b in benches if "arch" in b["extra_info"]]
     huff = [b for b in benches if "source" in b["extra_info"]]

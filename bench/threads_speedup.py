@@ -22,7 +22,8 @@ import numpy as np
 import dcrt
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gap_latency import compress, cpu_line  # noqa: E402
+from gap_latency import compress  # noqa: E402
+from machine import cpu_line  # noqa: E402
 
 CALLS = {"alexnet": 30, "vgg16": 6, "lenet-5": 2000, "lenet-300-100": 5000}
 

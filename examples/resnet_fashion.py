@@ -123,9 +123,14 @@ def main(argv=None):
     ap.add_argument("--subset", type=int, default=0, help="> 0: a stratified training subset (quick runs)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", help="write the summary here")
+    ap.add_argument("--baseline-state", metavar="PATH",
+                    help="reuse the trained baseline saved here (a torch state_dict), else train it and save it "
+                         "there: compression variants then start from the same baseline")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    rng = np.random.default_rng(args.seed)
+    # One stream for the baseline, another for the compression stages: a loaded baseline
+    # (--baseline-state) and a freshly trained one are compressed the same way.
+    rng, rng_compress = np.random.default_rng(args.seed), np.random.default_rng([args.seed, 1])
     log = lambda s: print(s, flush=True)  # noqa: E731
 
     ds = data.fashion_mnist(image=True, seed=args.seed)
@@ -144,14 +149,24 @@ def main(argv=None):
         rows.append({"stage": name, "test": acc, "seconds": times[name]})
         log(f"== {name}: test {acc:.2f}% ({times[name]:.0f}s)")
 
-    stage("baseline", lambda: fit(model, ds, args.epochs, args.lr, args, rng, "baseline", log))
+    def baseline():
+        if args.baseline_state and os.path.exists(args.baseline_state):
+            model.load_state_dict(torch.load(args.baseline_state, weights_only=True))
+            log(f"baseline loaded from {args.baseline_state}")
+            return
+        fit(model, ds, args.epochs, args.lr, args, rng, "baseline", log)
+        if args.baseline_state:
+            tmp = args.baseline_state + ".partial"
+            torch.save(model.state_dict(), tmp)
+            os.replace(tmp, args.baseline_state)  # never a half-written state
+    stage("baseline", baseline)
     final = {n: args.density if m.weight.numel() >= 10_000 else max(args.density, args.small_density)
              for n, m in dt.named_layers(model).items()}
     plan = {n: dt.schedule(d, args.prune_steps) for n, d in final.items()}
     for k in range(args.prune_steps):
         def prune_retrain(k=k):
             dt.prune(model, density={n: s[k] for n, s in plan.items()})
-            fit(model, ds, args.retrain_epochs, args.lr / 10, args, rng,
+            fit(model, ds, args.retrain_epochs, args.lr / 10, args, rng_compress,
                 f"prune{k + 1} (density {args.density ** ((k + 1) / args.prune_steps):.3f})", log)
         stage(f"prune{k + 1}", prune_retrain)
 
@@ -160,7 +175,7 @@ def main(argv=None):
         log(f"folded {len(folded)} batch norms into their convs")
         dt.quantize(model, bits=args.bits)
     stage("quantize", quantize)
-    stage("finetune", lambda: fit(model, ds, args.finetune_epochs, args.lr / 100, args, rng, "finetune", log))
+    stage("finetune", lambda: fit(model, ds, args.finetune_epochs, args.lr / 100, args, rng_compress, "finetune", log))
 
     t0 = time.perf_counter()
     model.eval()

@@ -33,3 +33,19 @@ def test_resnet_fashion_example_end_to_end(tmp_path):
     assert abs(s["native_test"] - s["stages"][-1]["test"]) <= 0.2
     assert s["dcz_bytes"] == (tmp_path / "r.dcz").stat().st_size and s["ratio"] > 10
     assert (tmp_path / "r.json").exists()
+
+
+def test_resnet_fashion_example_reuses_a_saved_baseline(tmp_path):
+    """--baseline-state: the first run trains and saves the baseline, the second loads it, and the
+    compression stages (their own random stream) then give the same network."""
+    require_dataset("fashion-mnist")
+    ex = load_example("resnet_fashion")
+    state = tmp_path / "baseline.pt"
+    common = ["--width", "8", "--subset", "300", "--epochs", "1", "--batch", "32", "--prune-steps", "1",
+              "--retrain-epochs", "1", "--finetune-epochs", "1", "--density", "0.3", "--baseline-state", str(state)]
+    first = ex.main(["--out", str(tmp_path / "a.dcz")] + common)
+    assert state.exists() and not (tmp_path / "baseline.pt.partial").exists()
+    second = ex.main(["--out", str(tmp_path / "b.dcz")] + common)
+    assert second["stages"][0]["test"] == first["stages"][0]["test"]
+    assert second["native_test"] == first["native_test"]
+    assert (tmp_path / "a.dcz").read_bytes() == (tmp_path / "b.dcz").read_bytes()

@@ -102,6 +102,21 @@ def test_interrupted_run_resumes_to_the_same_file(tmp_path):
         run(Config(**{**TINY, "bits": 5}), tmp_path / "c.dcz", checkpoint_dir=tmp_path / "ck", **quiet)
 
 
+def test_distilled_run_resumes_to_the_same_file(tmp_path):
+    """With distillation the teacher is the baseline: a run resumed after prune1 rebuilds it from
+    the baseline checkpoint and ends in the same file as an uninterrupted run."""
+    require_dataset("fashion-mnist")
+    quiet = dict(progress=False, log_fn=lambda *a: None)
+    cfg = {**TINY, "distill": 0.7, "temperature": 3.0}
+    a = run(Config(**cfg), tmp_path / "a.dcz", **quiet)
+    run(Config(**cfg), tmp_path / "b.dcz", checkpoint_dir=tmp_path / "ck", stop_after="prune1", **quiet)
+    run(Config(**cfg), tmp_path / "b.dcz", checkpoint_dir=tmp_path / "ck", **quiet)
+    assert (tmp_path / "a.dcz").read_bytes() == (tmp_path / "b.dcz").read_bytes()
+    plain = run(Config(**TINY), tmp_path / "c.dcz", **quiet)  # and distillation did change the training
+    assert (tmp_path / "a.dcz").read_bytes() != (tmp_path / "c.dcz").read_bytes()
+    assert a.log[0]["test"] == plain.log[0]["test"]  # same baseline
+
+
 def test_config_resolution_order():
     """caller > recipe for (arch, dataset) > defaults > the paper; resolving twice is a no-op."""
     from dcrt.pipeline import DEFAULTS, RECIPES

@@ -5,7 +5,7 @@ import pytest
 
 from dcrt import nn
 from dcrt.compressor import prune_density, quantize_layer
-from dcrt.train import SGD, accuracy, centroid_grads, fit, softmax_cross_entropy
+from dcrt.train import SGD, accuracy, centroid_grads, distillation_loss, fit, softmax_cross_entropy
 
 
 def separated(rng, shape, span=3.0):
@@ -81,6 +81,28 @@ def test_cross_entropy_gradient(rng):
     loss, d = softmax_cross_entropy(z, y)
     directional_check(lambda zz: softmax_cross_entropy(zz, y)[0], z, d, rng, eps=1e-3)
     assert loss > 0
+
+
+def test_distillation_gradient_and_fixed_point(rng):
+    z = rng.standard_normal((6, 5)).astype(np.float32)
+    t = 3 * rng.standard_normal((6, 5)).astype(np.float32)
+    for T in (1.0, 4.0):
+        loss, d = distillation_loss(z, t, T)
+        directional_check(lambda zz: distillation_loss(zz, t, T)[0], z, d, rng, eps=1e-3)
+        assert loss > 0
+    loss, d = distillation_loss(t, t, 4.0)  # the student that predicts the teacher: no loss, no gradient
+    assert abs(loss) < 1e-6 and np.abs(d).max() < 1e-6
+    # shifting logits by a constant per row changes no probability
+    np.testing.assert_allclose(distillation_loss(z + 7, t, 2.0)[1], distillation_loss(z, t, 2.0)[1], atol=1e-6)
+
+
+def test_distillation_is_checked(rng):
+    m = nn.he_init(nn.Sequential([nn.Linear(4, 3, name="l")], input_shape=(4,)), seed=0)
+    x, y = rng.standard_normal((8, 4)).astype(np.float32), rng.integers(0, 3, 8)
+    with pytest.raises(ValueError, match="one row per training example"):
+        fit(m, SGD(m), x, y, 1, progress=False, teacher=np.zeros((7, 3), np.float32), distill=0.5)
+    with pytest.raises(ValueError, match=r"distill must be in \[0, 1\]"):
+        fit(m, SGD(m), x, y, 1, progress=False, teacher=np.zeros((8, 3), np.float32), distill=1.5)
 
 
 def test_whole_network_gradient(rng):

@@ -94,7 +94,7 @@ def cmd_pipeline(a):
     from dcrt.pipeline import Config, run
     kw = {k: getattr(a, k) for k in ("seed", "batch_size", "baseline_epochs", "baseline_lr", "prune_steps",
                                       "retrain_epochs", "retrain_lr", "finetune_epochs", "finetune_lr", "init",
-                                      "weight_decay", "train_subset") if getattr(a, k) is not None}
+                                      "weight_decay", "retrain_weight_decay", "distill", "temperature", "train_subset") if getattr(a, k) is not None}
     cfg = Config(arch=a.arch, dataset=a.data, density=_per_layer_opt(a.density, float),
                  bits=_per_layer_opt(a.bits, int), index_bits=_per_layer_opt(a.index_bits, int), **kw)
     t = time.perf_counter()
@@ -214,6 +214,7 @@ def main(argv=None):
     for name, typ in (("seed", int), ("batch-size", int), ("baseline-epochs", int), ("baseline-lr", float),
                       ("prune-steps", int), ("retrain-epochs", int), ("retrain-lr", float),
                       ("finetune-epochs", int), ("finetune-lr", float), ("weight-decay", float),
+                      ("retrain-weight-decay", float), ("distill", float), ("temperature", float),
                       ("train-subset", int)):
         pl.add_argument(f"--{name}", type=typ)
     pl.add_argument("--init", choices=["linear", "density", "random"])

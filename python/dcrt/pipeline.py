@@ -33,7 +33,7 @@ from .train import SGD, accuracy, cosine_lr, fit
 #: caller). density / bits / index_bits default to the paper's (zoo.PAPER).
 DEFAULTS = {"batch_size": 128, "momentum": 0.9, "weight_decay": 5e-4, "baseline_epochs": 20, "baseline_lr": 0.05,
             "prune_steps": 5, "retrain_epochs": 8, "retrain_lr": 0.01, "init": "linear", "finetune_epochs": 4,
-            "finetune_lr": 0.001}
+            "finetune_lr": 0.001, "distill": 0.0, "temperature": 4.0}
 
 #: The measured recipes (bench/RESULTS-lenet.md has the runs that chose them), and why each one
 #: departs from the paper's Tables 2-3:
@@ -76,11 +76,14 @@ class Config:
     prune_steps: int | None = None  # iterative pruning: density^(k/steps) at step k
     retrain_epochs: int | None = None
     retrain_lr: float | None = None
+    retrain_weight_decay: float | None = None  # None: weight_decay (the baseline's)
     bits: object = None  # codebook bits: number or {layer: bits}
     index_bits: object = None
     init: str | None = None
     finetune_epochs: int | None = None
     finetune_lr: float | None = None  # a centroid's gradient sums thousands of weights' gradients
+    distill: float | None = None  # > 0: retrain and fine-tune towards the baseline's soft outputs too
+    temperature: float | None = None  # of those soft outputs
     train_subset: int = 0  # > 0: a stratified subset of the training set (quick runs, tests)
 
     def resolve(self) -> "Config":
@@ -94,6 +97,8 @@ class Config:
         for f in dataclasses.fields(self):
             if getattr(self, f.name) is None:
                 fill[f.name] = recipe.get(f.name, DEFAULTS.get(f.name, paper.get(f.name)))
+        if fill.get("retrain_weight_decay", self.retrain_weight_decay) is None:
+            fill["retrain_weight_decay"] = fill.get("weight_decay", self.weight_decay)
         return dataclasses.replace(self, **fill)
 
     def stages(self):
@@ -195,6 +200,16 @@ def run(cfg: Config, out_path, checkpoint_dir=None, progress=True, log_fn=print,
                                  for k in z.files if k.startswith("c.")}
                 log_fn(f"resuming after stage {log[-1]['stage']!r} from {checkpoint_dir}")
     result = Result(cfg, log, model=model)
+    teacher = None  # the baseline's logits on the training set (distillation), computed once
+
+    def logits_of(net):
+        return np.concatenate([net.forward(train.x[i:i + 2048], logits=True) for i in range(0, len(train.x), 2048)])
+
+    if cfg.distill > 0 and done > 0:  # resumed past the baseline: its checkpoint is the teacher
+        net, _, _ = prepare(cfg)
+        with np.load(os.path.join(checkpoint_dir, "baseline.npz")) as z:
+            net.load_state_dict({k[2:]: z[k] for k in z.files if k.startswith("p.")})
+        teacher = logits_of(net)
     for si, stage in enumerate(stages):
         if si < done:
             continue
@@ -206,12 +221,15 @@ def run(cfg: Config, out_path, checkpoint_dir=None, progress=True, log_fn=print,
             fit(model, opt, train.x, train.y, cfg.baseline_epochs, cfg.batch_size, seed,
                 lr_schedule=lambda e: cosine_lr(cfg.baseline_lr, e, cfg.baseline_epochs), progress=progress,
                 desc=f"{cfg.arch} baseline")
+            if cfg.distill > 0:
+                teacher = logits_of(model)
         elif stage.startswith("prune"):
             k = int(stage[5:])
             step = {l.name: float(_per_layer(density, l.name, 1.0)) ** (k / cfg.prune_steps) for l in model.weighted()}
             masks = {l.name: prune_density(l.weight, step[l.name]) for l in model.weighted()}
-            opt = SGD(model, cfg.retrain_lr, cfg.momentum, cfg.weight_decay)
+            opt = SGD(model, cfg.retrain_lr, cfg.momentum, cfg.retrain_weight_decay)
             fit(model, opt, train.x, train.y, cfg.retrain_epochs, cfg.batch_size, seed, masks=masks,
+                teacher=teacher, distill=cfg.distill, temperature=cfg.temperature,
                 lr_schedule=lambda e: cosine_lr(cfg.retrain_lr, e, cfg.retrain_epochs), progress=progress,
                 desc=f"{cfg.arch} {stage} ({100 * min(step.values()):.1f}%..{100 * max(step.values()):.1f}%)")
             nbytes = pruned_bytes(model, masks, index_bits)
@@ -222,6 +240,7 @@ def run(cfg: Config, out_path, checkpoint_dir=None, progress=True, log_fn=print,
         elif stage == "finetune":
             opt = SGD(model, cfg.finetune_lr, cfg.momentum, 0.0)
             fit(model, opt, train.x, train.y, cfg.finetune_epochs, cfg.batch_size, seed, quant=quant,
+                teacher=teacher, distill=cfg.distill, temperature=cfg.temperature,
                 lr_schedule=lambda e: cosine_lr(cfg.finetune_lr, e, cfg.finetune_epochs), progress=progress,
                 desc=f"{cfg.arch} centroid fine-tuning")
         if stage in ("quantize", "finetune", "encode"):

@@ -31,6 +31,22 @@ def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray):
     return loss, (d / n).astype(np.float32)
 
 
+def distillation_loss(logits: np.ndarray, teacher: np.ndarray, temperature: float):
+    """Hinton et al.'s soft-target term: T^2 * KL(softmax(teacher/T) || softmax(logits/T)), mean
+    over the batch, and its gradient w.r.t. ``logits`` (T * (p_student - p_teacher) / n)."""
+    T = float(temperature)
+
+    def log_softmax(z):
+        z = z / T - (z / T).max(axis=1, keepdims=True)
+        return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+    ls, lt = log_softmax(logits.astype(np.float64)), log_softmax(teacher.astype(np.float64))
+    pt = np.exp(lt)
+    n = logits.shape[0]
+    loss = T * T * float((pt * (lt - ls)).sum(axis=1).mean())
+    return loss, (T * (np.exp(ls) - pt) / n).astype(np.float32)
+
+
 def centroid_grads(dw: np.ndarray, codes: np.ndarray, k: int) -> np.ndarray:
     """Equation 3: dL/dC_k = sum of dL/dW over the weights whose code is k. Code 0 (pruned)
     gets no gradient: it stays exactly zero."""
@@ -101,12 +117,21 @@ class History:
 
 
 def fit(model: Sequential, opt: SGD, x: np.ndarray, y: np.ndarray, epochs: int, batch_size: int = 128,
-        seed: int = 0, masks=None, quant=None, lr_schedule=None, val=None, progress=True, desc="train") -> History:
+        seed: int = 0, masks=None, quant=None, lr_schedule=None, val=None, progress=True, desc="train",
+        teacher=None, distill: float = 0.0, temperature: float = 4.0) -> History:
     """Minibatch SGD for ``epochs`` epochs over shuffled, seeded batches.
 
     masks: {layer: bool array} held fixed; quant: {layer: compressor.QuantizedLayer}, whose
     codebooks are trained instead of the weights. lr_schedule(epoch) -> lr, else ``opt.lr``
-    throughout. ``val=(xv, yv)`` logs accuracy per epoch. Returns the loss/accuracy history."""
+    throughout. ``val=(xv, yv)`` logs accuracy per epoch. ``teacher``: the logits of a trained
+    network for every row of ``x`` (the baseline's, computed once): the loss is then
+    ``(1 - distill) * cross-entropy + distill * distillation_loss(.., temperature)``, which is how
+    a pruned network is retrained towards what the full one predicts. Returns the loss/accuracy
+    history."""
+    if teacher is not None and (teacher.ndim != 2 or len(teacher) != len(x)):
+        raise ValueError(f"teacher logits must be one row per training example ({len(x)}), got {teacher.shape}")
+    if not 0.0 <= distill <= 1.0:
+        raise ValueError(f"distill must be in [0, 1], got {distill}")
     rng = np.random.default_rng(seed)
     for i, l in enumerate(model.layers):
         if isinstance(l, Dropout):
@@ -129,6 +154,9 @@ def fit(model: Sequential, opt: SGD, x: np.ndarray, y: np.ndarray, epochs: int, 
         for idx in batches(len(x), batch_size, rng):
             logits = model.forward(x[idx], train=True, logits=True)
             loss, d = softmax_cross_entropy(logits, y[idx])
+            if teacher is not None and distill > 0:
+                kd, dkd = distillation_loss(logits, teacher[idx], temperature)
+                loss, d = (1 - distill) * loss + distill * kd, (1 - distill) * d + distill * dkd
             if not math.isfinite(loss):
                 raise FloatingPointError(f"{desc}: the loss became {loss} in epoch {ep + 1} (learning rate "
                                          f"{opt.lr:g}): training diverged; lower the learning rate")
