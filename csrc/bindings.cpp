@@ -121,7 +121,7 @@ PYBIND11_MODULE(_core, m) {
 
   py::class_<Model>(m, "Model")
       .def(py::init([](const py::object& data, const py::object& threads, const py::object& max_activation,
-                       const py::object& max_work, const py::object& fuse) {
+                       const py::object& max_work, const py::object& fuse, const py::object& kernels) {
              // Arguments are checked by hand: pybind11's own conversion error would quote every
              // argument, the whole file included.
              if (!PyBytes_Check(data.ptr()))
@@ -133,15 +133,24 @@ PYBIND11_MODULE(_core, m) {
              if (!PyBool_Check(fuse.ptr()))
                throw py::type_error("fuse must be True or False, got " + std::string(py::str(fuse.get_type().attr("__name__"))));
              const bool fz = fuse.ptr() == Py_True;
+             std::vector<std::pair<std::string, std::string>> kn;
+             if (!kernels.is_none()) {
+               if (!PyDict_Check(kernels.ptr())) throw py::type_error("kernels must be a dict {op: kernel name}");
+               for (const auto& [o, n] : py::reinterpret_borrow<py::dict>(kernels)) {
+                 if (!PyUnicode_Check(o.ptr()) || !PyUnicode_Check(n.ptr()))
+                   throw py::type_error("kernels must map op names to kernel names (str to str)");
+                 kn.emplace_back(o.cast<std::string>(), n.cast<std::string>());
+               }
+             }
              // bytes are immutable: parse straight from the object's buffer, GIL released.
              char* buf = nullptr;
              py::ssize_t len = 0;
              if (PyBytes_AsStringAndSize(data.ptr(), &buf, &len) != 0) throw py::error_already_set();
              py::gil_scoped_release nogil;
-             return new Model(reinterpret_cast<const uint8_t*>(buf), size_t(len), t, lim, fz);
+             return new Model(reinterpret_cast<const uint8_t*>(buf), size_t(len), t, lim, fz, kn);
            }),
            py::arg("data"), py::arg("threads") = 0, py::arg("max_activation") = py::int_(kMaxActivation),
-           py::arg("max_work") = py::int_(INT64_MAX), py::arg("fuse") = true)
+           py::arg("max_work") = py::int_(INT64_MAX), py::arg("fuse") = true, py::arg("kernels") = py::none())
       .def("infer", &infer, py::arg("x"), "Run the network; releases the GIL.")
       .def("profile", &profile, py::arg("x"), py::arg("repeat") = 10,
            "Seconds per op (mean of `repeat` inferences of x); releases the GIL.")

@@ -32,10 +32,28 @@ unsigned checked_threads(unsigned threads) {
 }
 }  // namespace
 
-Model::Model(const uint8_t* data, size_t size, unsigned threads, const LoadLimits& limits, bool fuse)
+Model::Model(const uint8_t* data, size_t size, unsigned threads, const LoadLimits& limits, bool fuse,
+             const std::vector<std::pair<std::string, std::string>>& kernels)
     : spmv_rows_(&best_kernel("spmv_rows")), spmv_cols_(&best_kernel("spmv_cols")), spmm_(&best_kernel("spmm")),
       spmm_rows_(&best_kernel("spmm_rows")), conv_(&best_kernel("conv")), conv_dw_(&best_kernel("conv_dw")),
       huff_(&best_kernel("huffman")), transpose_(&best_kernel("transpose")) {
+  for (const auto& [op, name] : kernels) {
+    const std::pair<const char*, const KernelInfo**> slots[] = {
+        {"spmv_rows", &spmv_rows_}, {"spmv_cols", &spmv_cols_}, {"spmm", &spmm_}, {"spmm_rows", &spmm_rows_},
+        {"conv", &conv_},           {"conv_dw", &conv_dw_},     {"huffman", &huff_}, {"transpose", &transpose_}};
+    const KernelInfo** slot = nullptr;
+    std::string known;
+    for (const auto& [o, p] : slots) {
+      known += std::string(known.empty() ? "" : ", ") + o;
+      if (op == o) slot = p;
+    }
+    if (!slot) throw InputError("kernels: unknown op '" + op + "' (one of " + known + ")");
+    const KernelInfo* k = find_kernel(name);
+    if (!k) throw InputError("kernels: no kernel named '" + name + "' is registered (see dcrt.kernels())");
+    if (op != k->op) throw InputError("kernels: '" + name + "' is a " + k->op + " kernel, not " + op);
+    if (k->supported && !k->supported()) throw InputError("kernels: '" + name + "' needs " + k->isa + ", which this CPU does not have");
+    *slot = k;
+  }
   threads = checked_threads(threads);
   const auto t0 = clk::now();
   ParsedFile f = parse_file(data, size);

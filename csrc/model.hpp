@@ -114,8 +114,11 @@ class Model {
   // defect of the bytes, LimitError where the valid network exceeds `limits`, and
   // std::system_error (after stopping the threads it started) where a worker cannot start.
   // fuse = false runs every op of the file on its own (the fused executor's reference twin).
+  // kernels: (op, registered kernel name) pairs that replace the runtime's pick for those ops
+  // (benchmarks and tests run each variant through the whole executor); an unknown name, a
+  // kernel of another op or one this CPU cannot run throws InputError.
   Model(const uint8_t* data, size_t size, unsigned threads, const LoadLimits& limits = LoadLimits(),
-        bool fuse = true);
+        bool fuse = true, const std::vector<std::pair<std::string, std::string>>& kernels = {});
   ~Model();
 
   // x: [n, input] float32, y: [n, output]. Throws InputError on non-finite input.

@@ -33,6 +33,8 @@ const std::vector<KernelInfo>& kernel_registry() {
     k.supported = cpu_has_bmi2_fma; add(k);
     k = KernelInfo{"spmv_cols_q_t16__bmi2", "spmv_cols", "bmi2", false}; k.spmv_cols = spmv_cols_q_t16__bmi2;
     k.supported = cpu_has_bmi2_fma; add(k);
+    k = KernelInfo{"spmv_rows_q_t16__avx512", "spmv_rows", "avx512", false}; k.spmv_rows = spmv_rows_q_t16__avx512;
+    k.supported = cpu_has_avx512; add(k);
     k = KernelInfo{"spmm_q_rel16__avx2", "spmm", "avx2", false}; k.spmm = spmm_q_rel16__avx2;
     k.supported = cpu_has_avx2_fma; add(k);
     k = KernelInfo{"spmm_rows_q_c24__avx2", "spmm_rows", "avx2", false}; k.spmm_rows = spmm_rows_q_c24__avx2;
@@ -41,6 +43,10 @@ const std::vector<KernelInfo>& kernel_registry() {
     k.supported = cpu_has_avx2_fma; add(k);
     k = KernelInfo{"conv_dw_q_rows__avx2", "conv_dw", "avx2", false}; k.conv = conv_dw_q_rows__avx2;
     k.supported = cpu_has_avx2_fma; add(k);
+    k = KernelInfo{"spmm_rows_q_c24__avx512", "spmm_rows", "avx512", false}; k.spmm_rows = spmm_rows_q_c24__avx512;
+    k.supported = cpu_has_avx512; add(k);
+    k = KernelInfo{"conv_q_rows__avx512", "conv", "avx512", false}; k.conv = conv_q_rows__avx512;
+    k.supported = cpu_has_avx512; k.row_block = 8; add(k);
 #endif
     k = KernelInfo{"huffman_decode__ref", "huffman", "ref", true}; k.huff = huffman_decode__ref; add(k);
     k = KernelInfo{"huffman_decode_table__generic", "huffman", "generic", false};

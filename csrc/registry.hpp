@@ -23,6 +23,7 @@ struct KernelInfo {
   HuffDecodeFn huff = nullptr;
   TransposeFn transpose = nullptr;
   bool (*supported)() = nullptr;  // CPU feature check; null = always
+  uint32_t row_block = kConvRowBlock;  // conv: output rows per register block (the executor's band height)
 };
 
 const std::vector<KernelInfo>& kernel_registry();

@@ -15,6 +15,8 @@ declare -A ISA=(
   [csrc/kernels/qsparse_avx2.cpp]="-mavx2 -mfma"
   [csrc/kernels/spmv16_bmi2.cpp]="-mavx2 -mfma -mbmi -mbmi2"
   [csrc/huffman_bmi2.cpp]="-mbmi -mbmi2"
+  [csrc/kernels/spmv16_avx512.cpp]="-mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma -mbmi -mbmi2 -mavx2"
+  [csrc/kernels/qsparse_avx512.cpp]="-mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma -mbmi -mbmi2 -mavx2"
 )
 # The core's sources as CMakeLists.txt lists them (one list to keep), then the ISA files.
 mapfile -t CORE < <(sed -n '/^add_library(dcrt_core STATIC/,/^)/p' CMakeLists.txt | grep -o 'csrc/[^ )]*\.cpp')

@@ -104,7 +104,7 @@ def test_spmm_matches_reference(rng, shape, n):
 
 
 @pytest.mark.parametrize("shape", MATRICES, ids=str)
-@pytest.mark.parametrize("n", [1, 3, 8, 9, 16, 24, 31, 32, 40, 64, 71, 127])
+@pytest.mark.parametrize("n", [1, 3, 8, 9, 16, 24, 31, 32, 40, 64, 71, 127, 128, 200, 257])
 def test_spmm_rows_matches_reference(rng, shape, n):
     """The gather (rows) form of the batched product, every lane-block width and tail, with the
     rows split into chunks as the executor's threads split them."""
@@ -131,6 +131,7 @@ CONVS = [
     (2, 33, 35, 3, 5, 1, 2, 1, 0.6, 2),  # 33 rows: 4-row blocks and a 1-row tail; 16+16+3 pixels
     (3, 18, 21, 4, 3, (2, 3), (1, 2), 1, 0.5, 0),  # sh != sw, ph != pw: phase planes per sw
     (2, 15, 30, 3, (3, 5), (1, 2), (0, 1), 1, 0.7, 0),  # rectangular kernel, stride 2 across
+    (40, 13, 18, 5, 3, 1, 1, 1, 0.3, 2),  # 40 channels: 2-3 channel blocks; 13 rows: 8 + 5 (AVX-512 blocks)
 ]
 
 

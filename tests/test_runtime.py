@@ -280,3 +280,38 @@ def test_unknown_device_is_rejected(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError):
         dcrt.load(tmp_path / "nope.dcz")
+
+
+def test_every_kernel_variant_through_the_whole_network(tmp_path, rng):
+    """load(kernels=...) runs each registered variant this CPU supports in place of the default:
+    a conv net and an FC net agree with the reference kernels' result at batch 1 and 5."""
+    variants = [k for k in dcrt.kernels() if k["supported"]]
+    for arch in ("lenet-5", "lenet-300-100"):
+        p = tmp_path / f"{arch}.dcz"
+        dcrt.compress(zoo.build(arch, seed=1), p, density=0.3, bits=5, progress=False)
+        m = dcrt.load(p, threads=2)
+        x = rng.random((5,) + tuple(m.input_shape), dtype=np.float32)
+        refs = {k["op"]: k["name"] for k in variants if k["reference"]}
+        base = dcrt.load(p, threads=2, kernels={op: refs[op] for op in ("conv", "spmm_rows", "spmv_rows", "spmm")})
+        want1, want5 = base.infer(x[:1]), base.infer(x)
+        for k in variants:
+            if k["op"] in ("conv", "conv_dw", "spmv_rows", "spmv_cols", "spmm", "spmm_rows"):
+                got = dcrt.load(p, threads=2, kernels={k["op"]: k["name"]})
+                np.testing.assert_allclose(got.infer(x[:1]), want1, rtol=1e-4, atol=1e-5, err_msg=k["name"])
+                np.testing.assert_allclose(got.infer(x), want5, rtol=1e-4, atol=1e-5, err_msg=k["name"])
+
+
+def test_kernel_choice_errors_name_the_problem(lenet):
+    path = lenet.path
+    with pytest.raises(ValueError, match="unknown op 'gemm'"):
+        dcrt.load(path, kernels={"gemm": "x"})
+    with pytest.raises(ValueError, match="no kernel named 'nope'"):
+        dcrt.load(path, kernels={"conv": "nope"})
+    with pytest.raises(ValueError, match="is a spmv_rows kernel, not conv"):
+        dcrt.load(path, kernels={"conv": "spmv_rows_q_t16__ref"})
+    with pytest.raises(TypeError, match="kernels must be a dict"):
+        dcrt.load(path, kernels=["conv"])
+    for k in dcrt.kernels():
+        if not k["supported"]:  # e.g. AVX-512 kernels on Zen 3
+            with pytest.raises(ValueError, match="which this CPU does not have"):
+                dcrt.load(path, kernels={k["op"]: k["name"]})

@@ -11,9 +11,69 @@
 // tap's decode (entry, codebook, offset) is shared by R * kTile multiply-adds. No output traffic
 // per tap. Reads up to kTile - 1 floats past a row's end: the workspace has slack after xpad.
 constexpr uint32_t kTile = 16;
-constexpr uint32_t kRows = ::dcrt::kConvRowBlock;
 
-#if defined(__AVX2__) && defined(__FMA__)
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+// AVX-512: a row of the pixel block is one 16-lane register, and a block has up to 8 rows
+// (R * kTile = 128 multiply-adds per decoded tap, 8 accumulators): one broadcast, one offset
+// and eight loads feed eight FMAs. Tails are a lane mask on the loads and stores.
+constexpr uint32_t kRows = 8;
+
+inline void conv_store_row512(float* yo, const float* ro, __mmask16 m, bool last, const ::dcrt::ConvEpilogue& ep,
+                              __m512 v) {
+  if (last && ep.res) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, ro));
+  if (last && ep.clamp) v = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(ep.lo)), _mm512_set1_ps(ep.hi));
+  _mm512_mask_storeu_ps(yo, m, v);
+}
+
+template <uint32_t R>
+inline void conv_block(const ::dcrt::QConvRows& w, const uint32_t* e0, const uint32_t* e1,
+                       const int64_t* __restrict coloff, float b, bool first, bool last, const float* __restrict xb,
+                       size_t rs, float* __restrict yo, const float* ro, size_t ys, uint32_t n,
+                       const ::dcrt::ConvEpilogue& ep) {
+  static_assert(kTile == 16 && R >= 1 && R <= 8, "one AVX-512 vector per row, up to 8 rows");
+  const uint32_t mask = (1u << w.code_bits) - 1;
+  const __mmask16 m = __mmask16((1u << n) - 1);
+  const __m512 bv = _mm512_set1_ps(b);
+  __m512 a0 = bv, a1 = bv, a2 = bv, a3 = bv, a4 = bv, a5 = bv, a6 = bv, a7 = bv;
+  if (!first) {
+    a0 = _mm512_maskz_loadu_ps(m, yo);
+    if constexpr (R > 1) a1 = _mm512_maskz_loadu_ps(m, yo + ys);
+    if constexpr (R > 2) a2 = _mm512_maskz_loadu_ps(m, yo + 2 * ys);
+    if constexpr (R > 3) a3 = _mm512_maskz_loadu_ps(m, yo + 3 * ys);
+    if constexpr (R > 4) a4 = _mm512_maskz_loadu_ps(m, yo + 4 * ys);
+    if constexpr (R > 5) a5 = _mm512_maskz_loadu_ps(m, yo + 5 * ys);
+    if constexpr (R > 6) a6 = _mm512_maskz_loadu_ps(m, yo + 6 * ys);
+    if constexpr (R > 7) a7 = _mm512_maskz_loadu_ps(m, yo + 7 * ys);
+  }
+  for (const uint32_t* e = e0; e < e1; ++e) {
+    const __m512 v = _mm512_set1_ps(w.codebook[*e & mask]);
+    const float* xp = xb + coloff[*e >> 8];
+    a0 = _mm512_fmadd_ps(v, _mm512_loadu_ps(xp), a0);
+    if constexpr (R > 1) a1 = _mm512_fmadd_ps(v, _mm512_loadu_ps(xp + rs), a1);
+    if constexpr (R > 2) a2 = _mm512_fmadd_ps(v, _mm512_loadu_ps(xp + 2 * rs), a2);
+    if constexpr (R > 3) a3 = _mm512_fmadd_ps(v, _mm512_loadu_ps(xp + 3 * rs), a3);
+    if constexpr (R > 4) a4 = _mm512_fmadd_ps(v, _mm512_loadu_ps(xp + 4 * rs), a4);
+    if constexpr (R > 5) a5 = _mm512_fmadd_ps(v, _mm512_loadu_ps(xp + 5 * rs), a5);
+    if constexpr (R > 6) a6 = _mm512_fmadd_ps(v, _mm512_loadu_ps(xp + 6 * rs), a6);
+    if constexpr (R > 7) a7 = _mm512_fmadd_ps(v, _mm512_loadu_ps(xp + 7 * rs), a7);
+  }
+  const auto rrow = [&](size_t r) { return ro ? ro + r * ys : nullptr; };
+  conv_store_row512(yo, ro, m, last, ep, a0);
+  if constexpr (R > 1) conv_store_row512(yo + ys, rrow(1), m, last, ep, a1);
+  if constexpr (R > 2) conv_store_row512(yo + 2 * ys, rrow(2), m, last, ep, a2);
+  if constexpr (R > 3) conv_store_row512(yo + 3 * ys, rrow(3), m, last, ep, a3);
+  if constexpr (R > 4) conv_store_row512(yo + 4 * ys, rrow(4), m, last, ep, a4);
+  if constexpr (R > 5) conv_store_row512(yo + 5 * ys, rrow(5), m, last, ep, a5);
+  if constexpr (R > 6) conv_store_row512(yo + 6 * ys, rrow(6), m, last, ep, a6);
+  if constexpr (R > 7) conv_store_row512(yo + 7 * ys, rrow(7), m, last, ep, a7);
+}
+#elif defined(__AVX2__) && defined(__FMA__)
+constexpr uint32_t kRows = ::dcrt::kConvRowBlock;
+#else
+constexpr uint32_t kRows = ::dcrt::kConvRowBlock;
+#endif
+
+#if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
 // Lane masks for a tile of n < kTile pixels: maskload/maskstore (a scalar copy through a stack
 // array per row cost more than the taps at widths 7, 14 and 28).
 inline void conv_masks(uint32_t n, __m256i& mlo, __m256i& mhi) {
@@ -102,6 +162,9 @@ inline void conv_block(const ::dcrt::QConvRows& w, const uint32_t* e0, const uin
   if constexpr (R > 3) conv_store_row(yo + 3 * ys, rrow(3), n, mlo, mhi, last, ep, a6, a7);
 }
 
+#endif
+
+#if defined(__AVX2__) && defined(__FMA__)
 // Depthwise rows (one input channel per output channel): the channel's few taps (3x3: at most
 // 9) are decoded once into (weight, offset) pairs, then every R-row x 8-pixel block of the
 // channel runs them: 8-lane tiles waste at most 7 lanes per row (the 16-lane tiles of the
@@ -132,7 +195,10 @@ inline void dw_block(const float* __restrict tw, const int64_t* __restrict to, u
   }
 }
 constexpr uint32_t kDwTile = 8;
-#else
+#endif
+constexpr uint32_t kDwRows = 4;  // the depthwise blocks' rows (dw_block<1..4>)
+
+#if !defined(__AVX2__) || !defined(__FMA__)
 inline float conv_epi(float v, const float* ro, size_t i, const ::dcrt::ConvEpilogue& ep) {
   if (ep.res) v += ro[i];
   if (ep.clamp) v = std::min(std::max(v, ep.lo), ep.hi);
@@ -185,13 +251,23 @@ constexpr uint32_t kDwTile = 8;
 // cycle; 16 x 16, 16 x 8 and 64 x 64 are 10-25% slower.
 // Over all input channels at once the window is ~50-400 KB, and reading it once per output
 // channel misses L1 on nearly every load (measured: ~19 cycles per tap instead of ~5).
+// conv_block<nr> for a run-time nr in 1..R.
+template <uint32_t R, typename... A>
+inline void conv_block_n(uint32_t nr, A&&... a) {
+  if constexpr (R > 1) {
+    if (nr < R) return conv_block_n<R - 1>(nr, a...);
+  }
+  conv_block<R>(a...);
+}
+
+// The AVX-512 blocks are 8 rows high: their window over 32 channels (~60 KB for 3x3) would
+// not fit L1, so they take 16 channels per block.
 constexpr uint32_t kOcBlock = 64;
-constexpr uint32_t kIcBlock = 32;
+constexpr uint32_t kIcBlock = kRows > 4 ? 16 : 32;
 
 inline void conv_rows(const ::dcrt::QConvRows& w, const ::dcrt::ConvGeom& g, const int64_t* __restrict coloff,
                       const float* bias, const float* __restrict xpad, float* __restrict y, uint32_t oc0,
                       uint32_t oc1, uint32_t oy0, uint32_t oy1, const ::dcrt::ConvEpilogue& ep) {
-  static_assert(kRows == 4, "the switch below dispatches R = 1..4");
   const uint32_t icg = g.in_c / g.groups, ocg = g.out_c / g.groups, taps = g.kh * g.kw;
   const uint32_t nib = (icg + kIcBlock - 1) / kIcBlock;
   const ::dcrt::PadGeom pg = ::dcrt::pad_geom(g);
@@ -227,12 +303,7 @@ inline void conv_rows(const ::dcrt::QConvRows& w, const ::dcrt::ConvGeom& g, con
             float* yb = y + yoff;
             const float* rb = ep.res ? ep.res + yoff : nullptr;
             const bool first = k == 0, last = k == klast[oc - ob];
-            switch (nr) {
-              case 4: conv_block<4>(w, bo[k], bo[k + 1], coloff, bias[oc], first, last, xb, rs, yb, rb, ys, n, ep); break;
-              case 3: conv_block<3>(w, bo[k], bo[k + 1], coloff, bias[oc], first, last, xb, rs, yb, rb, ys, n, ep); break;
-              case 2: conv_block<2>(w, bo[k], bo[k + 1], coloff, bias[oc], first, last, xb, rs, yb, rb, ys, n, ep); break;
-              default: conv_block<1>(w, bo[k], bo[k + 1], coloff, bias[oc], first, last, xb, rs, yb, rb, ys, n, ep); break;
-            }
+            conv_block_n<kRows>(nr, w, bo[k], bo[k + 1], coloff, bias[oc], first, last, xb, rs, yb, rb, ys, n, ep);
           }
       }
     }
@@ -256,8 +327,8 @@ inline void conv_dw_rows(const ::dcrt::QConvRows& w, const ::dcrt::ConvGeom& g, 
       to[nt] = coloff[w.entries[e] >> 8];
     }
     const float* xc = xpad + size_t(oc) * pg.plane;
-    for (uint32_t oy = oy0; oy < oy1; oy += kRows) {
-      const uint32_t nr = std::min(kRows, oy1 - oy);
+    for (uint32_t oy = oy0; oy < oy1; oy += kDwRows) {
+      const uint32_t nr = std::min(kDwRows, oy1 - oy);
       for (uint32_t ox0 = 0; ox0 < g.out_w; ox0 += kDwTile) {
         const uint32_t n = std::min(kDwTile, g.out_w - ox0);
         const float* xb = xc + size_t(oy) * rs + ox0;

@@ -103,6 +103,12 @@ void spmm_rows_q_c24__generic(const QConvRows& w, const float* xt, size_t ldx, f
                               uint32_t r0, uint32_t r1);
 void spmm_rows_q_c24__avx2(const QConvRows& w, const float* xt, size_t ldx, float* yt, size_t ldy, size_t n,
                            uint32_t r0, uint32_t r1);
+// AVX-512 (qsparse_avx512.cpp): 16-lane rows, 8-row conv blocks.
+void spmm_rows_q_c24__avx512(const QConvRows& w, const float* xt, size_t ldx, float* yt, size_t ldy, size_t n,
+                             uint32_t r0, uint32_t r1);
+void conv_q_rows__avx512(const QConvRows& w, const ConvGeom& g, const int64_t* tapoff, const float* bias,
+                         const float* x, const float* xpad, float* y, uint32_t oc0, uint32_t oc1, uint32_t oy0,
+                         uint32_t oy1, const ConvEpilogue& ep);
 #define DCRT_CONV_ARGS                                                                                      \
   const QConvRows &w, const ConvGeom &g, const int64_t *tapoff, const float *bias, const float *x, const float *xpad, \
       float *y, uint32_t oc0, uint32_t oc1, uint32_t oy0, uint32_t oy1, const ConvEpilogue &ep

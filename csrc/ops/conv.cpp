@@ -71,12 +71,13 @@ void run_conv2d(const OpCtx& c) {
   const int64_t* tapoff = c.x.tapoff.data();
   float* xpad = c.ws.xpad.data();
   c.par(n, [&](size_t s, unsigned) { pad_input(g, cur + s * in_sz, xpad + s * pad_sz); });
-  // Tasks are rectangles of output channels x 4-row bands (disjoint writes): bands first, so a
+  // Tasks are rectangles of output channels x bands of the kernel's row block (disjoint writes): bands first, so a
   // task's input window stays in cache for all its channels; channel chunks only where there are
   // fewer than 8 bands per thread.
   const bool split = tasks > 1;
-  const uint32_t bands = split ? (g.out_h + kConvRowBlock - 1) / kConvRowBlock : 1;
-  const uint32_t band_rows = split ? kConvRowBlock : g.out_h;
+  const uint32_t rb = sparse ? c.m.conv().row_block : kConvRowBlock;
+  const uint32_t bands = split ? (g.out_h + rb - 1) / rb : 1;
+  const uint32_t band_rows = split ? rb : g.out_h;
   const uint32_t oc_parts = split ? std::min<uint32_t>(L.rows, (8 * T + bands - 1) / bands) : 1;
   const uint32_t chunk = (L.rows + oc_parts - 1) / oc_parts, nchunk = (L.rows + chunk - 1) / chunk;
   const QConvRows w = sparse ? L.conv_view() : QConvRows{};

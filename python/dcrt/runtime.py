@@ -198,8 +198,15 @@ class Model:
         return f"<dcrt.Model {self.name!r} input={list(self.input_shape)} output={list(self.output_shape)}>"
 
 
+def kernels() -> list:
+    """Every native kernel registered: name, op, isa, whether it is its op's reference twin, and
+    whether this CPU runs it (``supported``). The runtime uses, per op, the last supported
+    non-reference one (the fastest); ``load(..., kernels={op: name})`` picks another."""
+    return list(_core().kernels())
+
+
 def loads(data, device: str = "cpu", threads: int | None = None, *, max_activation: int | None = None,
-          max_work: int | None = None, fuse: bool = True):
+          max_work: int | None = None, fuse: bool = True, kernels: dict | None = None):
     """Load a model from the bytes of a .dcz file (``bytes`` or any bytes-like object). Any
     malformed byte string raises :class:`dcrt.FormatError` naming the section and field.
 
@@ -215,7 +222,11 @@ def loads(data, device: str = "cpu", threads: int | None = None, *, max_activati
 
     ``fuse=False`` runs every op of the file on its own instead of fusing (pads into convs,
     adds and relu/clip into conv/linear epilogues): the same outputs, bit for bit, slower; for
-    profiling each op's own time (:meth:`Model.profile`)."""
+    profiling each op's own time (:meth:`Model.profile`).
+
+    ``kernels={op: name}`` replaces the runtime's pick of kernel for those ops by another
+    registered one (:func:`dcrt.kernels` lists them with the CPU features they need): for
+    comparing variants through the whole network. The default is the fastest this CPU runs."""
     if not isinstance(device, str) or not (device == "cpu" or device.startswith("cuda")):
         raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
     data = _as_bytes(data)
@@ -226,15 +237,16 @@ def loads(data, device: str = "cpu", threads: int | None = None, *, max_activati
         return load_cuda(data, device)
     if not isinstance(fuse, bool):
         raise TypeError(f"fuse must be True or False, got {type(fuse).__name__}")
-    return Model(_core().Model(data, _threads(threads), max_activation, max_work, fuse))
+    return Model(_core().Model(data, _threads(threads), max_activation, max_work, fuse, kernels))
 
 
 def load(path, device: str = "cpu", threads: int | None = None, *, max_activation: int | None = None,
-         max_work: int | None = None, fuse: bool = True):
+         max_work: int | None = None, fuse: bool = True, kernels: dict | None = None):
     """Load a .dcz file for inference. ``threads=None`` uses every core this process may run on
-    (CPU); ``device="cuda"`` keeps the model on the GPU; limits and ``fuse`` as in :func:`loads`."""
+    (CPU); ``device="cuda"`` keeps the model on the GPU; limits, ``fuse`` and ``kernels`` as in
+    :func:`loads`."""
     with open(os.fspath(path), "rb") as f:
         data = f.read()
-    m = loads(data, device, threads, max_activation=max_activation, max_work=max_work, fuse=fuse)
+    m = loads(data, device, threads, max_activation=max_activation, max_work=max_work, fuse=fuse, kernels=kernels)
     m.path = os.fspath(path)
     return m
