@@ -21,7 +21,7 @@ def fmt(v, spec):
 
 def _best_peer(g, mine_key="dcrt"):
     mine = g.get(mine_key)
-    others = {k: v for k, v in g.items() if k != mine_key}
+    others = {k: v for k, v in g.items() if not k.startswith(mine_key)}  # dcrt:<kernel> variants are not peers
     best = min(others, key=others.get) if others else None
     return mine, best, (others[best] if best else None)
 

@@ -28,7 +28,11 @@ LAYERS = {
 }
 INPUTS = {"dense": 1.0, "relu50": 0.5, "relu18": 0.18}
 BATCHES = [1, 64]
-IMPLS = ["dcrt"] + list(P.PEERS)
+#: dcrt with the runtime's own pick, and with every other fast variant this CPU runs of the
+#: kernels these layers use ("dcrt:<kernel>": the AVX2 kernels on an AVX-512 machine, say).
+VARIANTS = [k for k in dcrt.kernels() if k["op"] in ("spmv_rows", "spmm_rows") and k["supported"]
+            and not k["reference"] and k["isa"] != "generic"]
+IMPLS = ["dcrt"] + [f"dcrt:{k['name']}" for k in VARIANTS] + list(P.PEERS)
 
 
 def make_input(cols, batch, density, seed=0):
@@ -64,8 +68,12 @@ def test_fc(benchmark, layer_file, layer, batch, inp, impl):
     path, rep, w = layer_file(layer)
     rows, cols = w.shape
     x = make_input(cols, batch, INPUTS[inp])
-    model = dcrt.load(path, threads=P.threads())
-    if impl == "dcrt":
+    if impl.startswith("dcrt"):
+        kernel = impl.partition(":")[2]
+        op = next((k["op"] for k in VARIANTS if k["name"] == kernel), None)
+        if kernel and op != ("spmv_rows" if batch == 1 else "spmm_rows"):
+            pytest.skip(f"{kernel} does not run at batch {batch}")
+        model = dcrt.load(path, threads=P.threads(), kernels={op: kernel} if kernel else None)
         fn = lambda: model.infer(x)  # noqa: E731
     else:
         try:
@@ -75,7 +83,7 @@ def test_fc(benchmark, layer_file, layer, batch, inp, impl):
     # Same numbers first (dcrt adds the bias; the peers' plain products do not).
     want = x.astype(np.float64) @ w.T.astype(np.float64)
     got = P.as_rows_by_batch(fn(), batch, rows)
-    if impl == "dcrt":
+    if impl.startswith("dcrt"):
         got = got - _bias(path)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3 * max(1.0, float(np.abs(want).max())))
     benchmark.group = f"{layer} b{batch} {inp}"

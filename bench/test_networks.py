@@ -17,7 +17,10 @@ from conftest import input_for, threads
 ARCHS = ["lenet-300-100", "lenet-5", "alexnet", "vgg16"]
 PEERS = {"numpy-dense": lambda model, x: (lambda: model.forward(x)),
          "onnxruntime-dense": export.onnxruntime_net, "torch-dense": export.torch_net}
-IMPLS = ["dcrt"] + list(PEERS)
+#: dcrt with its own pick and with each other fast conv / batch-1 FC variant this CPU runs.
+VARIANTS = [k for k in dcrt.kernels() if k["op"] in ("conv", "spmv_rows") and k["supported"]
+            and not k["reference"] and k["isa"] != "generic"]
+IMPLS = ["dcrt"] + [f"dcrt:{k['name']}" for k in VARIANTS] + list(PEERS)
 
 _dense = {}
 
@@ -35,7 +38,12 @@ def test_net(benchmark, compressed, arch, impl):
     m = dcrt.load(path, threads=threads())
     x = input_for(m)
     want = m.infer(x)
-    if impl == "dcrt":
+    if impl.startswith("dcrt"):
+        kernel = impl.partition(":")[2]
+        if kernel:
+            op = next(k["op"] for k in VARIANTS if k["name"] == kernel)
+            m = dcrt.load(path, threads=threads(), kernels={op: kernel})
+            np.testing.assert_allclose(m.infer(x), want, rtol=1e-3, atol=1e-4)
         fn = lambda: m.infer(x)  # noqa: E731
     else:
         try:

@@ -121,7 +121,8 @@ PYBIND11_MODULE(_core, m) {
 
   py::class_<Model>(m, "Model")
       .def(py::init([](const py::object& data, const py::object& threads, const py::object& max_activation,
-                       const py::object& max_work, const py::object& fuse, const py::object& kernels) {
+                       const py::object& max_work, const py::object& fuse, const py::object& kernels,
+                       const py::object& dense_codebook) {
              // Arguments are checked by hand: pybind11's own conversion error would quote every
              // argument, the whole file included.
              if (!PyBytes_Check(data.ptr()))
@@ -146,11 +147,20 @@ PYBIND11_MODULE(_core, m) {
              char* buf = nullptr;
              py::ssize_t len = 0;
              if (PyBytes_AsStringAndSize(data.ptr(), &buf, &len) != 0) throw py::error_already_set();
+             int dmode = -1;
+             if (PyUnicode_Check(dense_codebook.ptr())) {
+               const std::string v = dense_codebook.cast<std::string>();
+               dmode = v == "auto" ? 0 : v == "always" ? 1 : v == "never" ? 2 : -1;
+             }
+             if (dmode < 0)
+               throw py::value_error("dense_codebook must be 'auto', 'always' or 'never', got " +
+                                     std::string(py::str(py::repr(dense_codebook))));
              py::gil_scoped_release nogil;
-             return new Model(reinterpret_cast<const uint8_t*>(buf), size_t(len), t, lim, fz, kn);
+             return new Model(reinterpret_cast<const uint8_t*>(buf), size_t(len), t, lim, fz, kn, dmode);
            }),
            py::arg("data"), py::arg("threads") = 0, py::arg("max_activation") = py::int_(kMaxActivation),
-           py::arg("max_work") = py::int_(INT64_MAX), py::arg("fuse") = true, py::arg("kernels") = py::none())
+           py::arg("max_work") = py::int_(INT64_MAX), py::arg("fuse") = true, py::arg("kernels") = py::none(),
+           py::arg("dense_codebook") = "auto")
       .def("infer", &infer, py::arg("x"), "Run the network; releases the GIL.")
       .def("profile", &profile, py::arg("x"), py::arg("repeat") = 10,
            "Seconds per op (mean of `repeat` inferences of x); releases the GIL.")
@@ -214,7 +224,16 @@ PYBIND11_MODULE(_core, m) {
                                                m.spmm_rows().name + " (rows form, column tiles of " +
                                                std::to_string(row_tile_cols(L.rows, L.cols, L.nnz)) +
                                                ", 64 batch lanes per pass)";
-                                   d["layout_bytes"] = L.rows16.bytes() + L.cols16.bytes();
+                                   if (!L.dense8.empty())
+                                     d["plan"] = "batch 1: " + std::string(m.dense_q8().name) +
+                                                 " (dense codebook, a byte per weight; " + L.dense8_why +
+                                                 ") when at least " +
+                                                 std::to_string(int(L.dense8_cols_density * 100 + 0.5f)) +
+                                                 "% of inputs are non-zero, else " + m.spmv_cols().name +
+                                                 " (column form); batch > 1: " + m.spmm_rows().name;
+                                   d["dense_codebook"] = !L.dense8.empty();
+                                   if (!L.dense8_why.empty()) d["dense_codebook_why"] = L.dense8_why;
+                                   d["layout_bytes"] = L.rows16.bytes() + L.cols16.bytes() + L.dense8.size();
                                  }
                                  out.append(d);
                                }

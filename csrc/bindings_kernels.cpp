@@ -68,6 +68,34 @@ void bind_kernels(py::module_& m) {
   });
 
   // ---- kernel entry points for tests and benchmarks (inputs validated, no crash on any) ----
+  // Dense codebook at batch 1: the dense codes are built here from rel16 CSC as the runtime
+  // builds them, then rows [r0, r1) run (the rest of y stays 0).
+  m.def(
+      "dense_q8",
+      [](const std::string& name, uint32_t rows, py::array_t<uint32_t, py::array::c_style> colptr,
+         py::array_t<uint16_t, py::array::c_style> entries, uint32_t code_bits,
+         py::array_t<float, py::array::c_style> codebook, py::array_t<float, py::array::c_style> x, int64_t r0,
+         int64_t r1) {
+        const KernelInfo& k = kernel(name, "dense_q8");
+        const QSparseMatrix w = checked_matrix(rows, colptr, entries, code_bits, codebook);
+        if (x.ndim() != 1 || uint64_t(x.shape(0)) != w.cols) throw py::value_error("x must be [cols]");
+        if (r1 < 0) r1 = rows;
+        if (r0 < 0 || r0 > r1 || r1 > int64_t(rows)) throw py::value_error("need 0 <= r0 <= r1 <= rows");
+        py::array_t<float> y(rows);
+        float* yp = y.mutable_data();
+        std::fill(yp, yp + rows, 0.f);
+        const float* xp = x.data();
+        {
+          py::gil_scoped_release nogil;
+          std::vector<uint8_t> codes;
+          build_dense8(w, codes);
+          const QDense8 d{w.rows, w.cols, w.code_bits, dense8_ldc(w.cols), codes.data(), w.codebook};
+          k.dense_q8(d, xp, yp, uint32_t(r0), uint32_t(r1));
+        }
+        return y;
+      },
+      py::arg("name"), py::arg("rows"), py::arg("colptr"), py::arg("entries"), py::arg("code_bits"),
+      py::arg("codebook"), py::arg("x"), py::arg("r0") = 0, py::arg("r1") = -1);
   // Batch-1 tiled kernels: the layout is built here from rel16 CSC exactly as the runtime builds it
   // (tile 0 = the runtime's choice), then every share of the split runs in turn.
   for (const char* op : {"spmv_rows", "spmv_cols"}) {

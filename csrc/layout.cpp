@@ -2,6 +2,10 @@
 // conv rows, spmv16 tiles, the batched rows tiles).
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
+#include <map>
+#include <mutex>
+#include <tuple>
 
 #include "huffman.hpp"
 #include "model.hpp"
@@ -21,6 +25,90 @@ uint32_t row_tile_cols(uint32_t rows, uint32_t cols, uint64_t nnz) {
   uint32_t t = 128;
   while (t < 2048 && double(t) * 1.41421356 < want) t *= 2;
   return t;
+}
+
+// The dense codebook's cost model: seconds per code of the dense kernel and per stored non-zero
+// of the row form, measured once per process (and per kernel pair and code width) on a
+// synthetic 256 x 2048 layer at 25% density, one thread, best of 5 after a warm-up: a few
+// milliseconds the first time a model with a candidate layer loads, nothing after.
+struct Dense8Costs {
+  double per_code = 0, per_nnz = 0;
+};
+
+Dense8Costs dense8_costs(const KernelInfo& rows_k, const KernelInfo& dense_k, uint32_t code_bits) {
+  static std::mutex mu;
+  static std::map<std::tuple<const KernelInfo*, const KernelInfo*, uint32_t>, Dense8Costs> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  const auto key = std::make_tuple(&rows_k, &dense_k, code_bits);
+  const auto it = cache.find(key);
+  if (it != cache.end()) return it->second;
+  constexpr uint32_t R = 256, C = 2048;
+  std::vector<uint32_t> colptr(C + 1, 0);
+  std::vector<uint16_t> entries;
+  uint64_t lcg = 0x9E3779B97F4A7C15ull;
+  const auto next = [&lcg] { return uint32_t((lcg = lcg * 6364136223846793005ull + 1442695040888963407ull) >> 33); };
+  const uint32_t cmask = (1u << code_bits) - 1;
+  for (uint32_t c = 0; c < C; ++c) {  // about one row in four: gaps 0..6 (encodable at any code width)
+    int64_t row = -1;
+    for (;;) {
+      const uint32_t gap = next() % 7;
+      row += gap + 1;
+      if (row >= R) break;
+      entries.push_back(uint16_t(gap << code_bits | (1 + next() % cmask)));
+    }
+    colptr[c + 1] = uint32_t(entries.size());
+  }
+  std::vector<float> cb(size_t(1) << code_bits), x(C), y(R);
+  for (size_t i = 1; i < cb.size(); ++i) cb[i] = float(i) / float(cb.size()) - 0.5f;
+  for (auto& v : x) v = float(next() % 1000) / 1000.f;
+  const QSparseMatrix w{R, C, code_bits, colptr.data(), entries.data(), cb.data()};
+  Tiles16 t;
+  build_rows16(w, 0, 1, t);
+  std::vector<uint8_t> codes;
+  build_dense8(w, codes);
+  const QDense8 d{R, C, code_bits, dense8_ldc(C), codes.data(), cb.data()};
+  const QTiles16 tv = t.view(cb.data());
+  const auto best = [](auto&& fn) {
+    double b = 1e30;
+    for (int rep = 0; rep < 6; ++rep) {
+      const auto t0 = std::chrono::steady_clock::now();
+      fn();
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      if (rep) b = std::min(b, s);  // the first run warms the caches
+    }
+    return b;
+  };
+  Dense8Costs c;
+  c.per_code = best([&] { dense_k.dense_q8(d, x.data(), y.data(), 0, R); }) / (double(R) * C);
+  c.per_nnz = best([&] { rows_k.spmv_rows(tv, x.data(), y.data(), 0, R); }) / double(entries.size());
+  return cache[key] = c;
+}
+
+// Whether a sparse linear layer runs the dense codebook at batch 1 (mode 0: the cost model,
+// 1: always, 2: never), and why; builds its codes when it does.
+void choose_dense8(ExecLayer& L, const KernelInfo& rows_k, const KernelInfo& dense_k, int mode) {
+  const double weights = double(L.rows) * L.cols, density = weights > 0 ? double(L.nnz) / weights : 0.0;
+  // A byte per weight: never for a layer whose codes would not fit in 256 MiB, and the model is
+  // only asked from 8% density up (below it the sparse forms win on any CPU measured).
+  if (mode == 2 || weights > double(1u << 28) || (mode == 0 && density < 0.08)) return;
+  char why[200];
+  double ratio = 1.0;
+  if (mode == 0) {
+    const Dense8Costs c = dense8_costs(rows_k, dense_k, L.code_bits);
+    const double t_dense = c.per_code * weights, t_rows = c.per_nnz * double(L.nnz);
+    ratio = t_rows > 0 ? t_dense / t_rows : 1e9;
+    std::snprintf(why, sizeof why, "measured %.2f ns per code vs %.2f ns per non-zero: %.2fx the row form's time at %.0f%% density",
+                  1e9 * c.per_code, 1e9 * c.per_nnz, ratio, 100 * density);
+    if (ratio >= 0.9) {
+      L.dense8_why = std::string("not used: ") + why;
+      return;
+    }
+  } else {
+    std::snprintf(why, sizeof why, "forced (dense_codebook=\"always\")");
+  }
+  L.dense8_why = why;
+  build_dense8(L.view(), L.dense8);
+  L.dense8_cols_density = float(std::min(1.0, L.cols16_density * ratio));
 }
 
 // The column-tiled rows layout of a sparse linear layer (see ExecLayer).
@@ -142,7 +230,10 @@ void Model::decode_layers(ParsedFile& f) {
       build_rows16(L.view(), 0, T, L.rows16);
   });
   for (auto& L : layers_)
-    if (L.storage == kStorageSparse && L.kind == kLayerLinear) L.cols16_density = cols16_max_density(L.rows16, L.cols16);
+    if (L.storage == kStorageSparse && L.kind == kLayerLinear) {
+      L.cols16_density = cols16_max_density(L.rows16, L.cols16);
+      choose_dense8(L, *spmv_rows_, *dense_q8_, dense8_mode_);
+    }
 }
 
 }  // namespace dcrt

@@ -40,6 +40,12 @@ struct ExecLayer {
   // inputs skipped) for inputs sparser than cols16_density.
   Tiles16 rows16, cols16;
   float cols16_density = 0.f;
+  // Dense codebook (dense_q8.hpp), built at load where the cost model says walking every code
+  // beats the row form: dense8 holds the codes, dense8_cols_density the input density below
+  // which the column form still wins, dense8_why what the model measured.
+  std::vector<uint8_t> dense8;
+  float dense8_cols_density = 0.f;
+  std::string dense8_why;
   // Rows layout (QConvRows): conv layers build it at load (one tile); sparse linear layers on
   // their first batched infer (rows_once), in column tiles of row_tile_cols() so that a tile's
   // input block stays in L2: conv_rowptr holds `row_tiles` row-pointer arrays of rows + 1
@@ -118,7 +124,8 @@ class Model {
   // (benchmarks and tests run each variant through the whole executor); an unknown name, a
   // kernel of another op or one this CPU cannot run throws InputError.
   Model(const uint8_t* data, size_t size, unsigned threads, const LoadLimits& limits = LoadLimits(),
-        bool fuse = true, const std::vector<std::pair<std::string, std::string>>& kernels = {});
+        bool fuse = true, const std::vector<std::pair<std::string, std::string>>& kernels = {},
+        int dense_codebook = 0);
   ~Model();
 
   // x: [n, input] float32, y: [n, output]. Throws InputError on non-finite input.
@@ -143,6 +150,7 @@ class Model {
   bool op_wakes(const OpDesc& op, size_t n) const;
   const KernelInfo& spmv_rows() const { return *spmv_rows_; }
   const KernelInfo& spmv_cols() const { return *spmv_cols_; }
+  const KernelInfo& dense_q8() const { return *dense_q8_; }
   const KernelInfo& spmm() const { return *spmm_; }
   const KernelInfo& spmm_rows() const { return *spmm_rows_; }
   const KernelInfo& conv() const { return *conv_; }
@@ -171,7 +179,8 @@ class Model {
   // Tensors that alias (flatten, dropout, an elementwise op run in place) share an offset.
   std::vector<uint64_t> tensor_off_;
   std::unique_ptr<ThreadPool> pool_;
-  const KernelInfo *spmv_rows_, *spmv_cols_, *spmm_, *spmm_rows_, *conv_, *conv_dw_, *huff_, *transpose_;
+  int dense8_mode_ = 0;  // dense codebook: 0 the cost model, 1 always, 2 never
+  const KernelInfo *spmv_rows_, *spmv_cols_, *dense_q8_, *spmm_, *spmm_rows_, *conv_, *conv_dw_, *huff_, *transpose_;
   mutable std::mutex ws_mutex_;
   mutable std::vector<std::unique_ptr<Workspace>> ws_free_;
 };

@@ -18,6 +18,8 @@ const std::vector<KernelInfo>& kernel_registry() {
     k = KernelInfo{"spmv_cols_q_t16__ref", "spmv_cols", "ref", true}; k.spmv_cols = spmv_cols_q_t16__ref; add(k);
     k = KernelInfo{"spmv_cols_q_t16__generic", "spmv_cols", "generic", false};
     k.spmv_cols = spmv_cols_q_t16__generic; add(k);
+    k = KernelInfo{"dense_q8__ref", "dense_q8", "ref", true}; k.dense_q8 = dense_q8__ref; add(k);
+    k = KernelInfo{"dense_q8__generic", "dense_q8", "generic", false}; k.dense_q8 = dense_q8__generic; add(k);
     k = KernelInfo{"spmm_q_rel16__ref", "spmm", "ref", true}; k.spmm = spmm_q_rel16__ref; add(k);
     k = KernelInfo{"spmm_q_rel16__generic", "spmm", "generic", false}; k.spmm = spmm_q_rel16__generic; add(k);
     k = KernelInfo{"spmm_rows_q_c24__ref", "spmm_rows", "ref", true}; k.spmm_rows = spmm_rows_q_c24__ref; add(k);
@@ -43,6 +45,10 @@ const std::vector<KernelInfo>& kernel_registry() {
     k.supported = cpu_has_avx2_fma; add(k);
     k = KernelInfo{"conv_dw_q_rows__avx2", "conv_dw", "avx2", false}; k.conv = conv_dw_q_rows__avx2;
     k.supported = cpu_has_avx2_fma; add(k);
+    k = KernelInfo{"dense_q8__avx2", "dense_q8", "avx2", false}; k.dense_q8 = dense_q8__avx2;
+    k.supported = cpu_has_avx2_fma; add(k);
+    k = KernelInfo{"dense_q8__avx512", "dense_q8", "avx512", false}; k.dense_q8 = dense_q8__avx512;
+    k.supported = cpu_has_avx512; add(k);
     k = KernelInfo{"spmm_rows_q_c24__avx512", "spmm_rows", "avx512", false}; k.spmm_rows = spmm_rows_q_c24__avx512;
     k.supported = cpu_has_avx512; add(k);
     k = KernelInfo{"conv_q_rows__avx512", "conv", "avx512", false}; k.conv = conv_q_rows__avx512;

@@ -5,6 +5,7 @@
 
 #include "huffman.hpp"
 #include "kernels/dense.hpp"
+#include "kernels/dense_q8.hpp"
 #include "kernels/qsparse.hpp"
 #include "kernels/spmv16.hpp"
 
@@ -12,11 +13,12 @@ namespace dcrt {
 
 struct KernelInfo {
   const char* name;       // spmv_rows_q_t16__generic: <op>_<weights>_<layout>__<arch>
-  const char* op;         // "spmv_rows" | "spmv_cols" | "spmm" | "spmm_rows" | "conv" | "conv_dw" | "huffman" | "transpose"
+  const char* op;         // "spmv_rows" | "spmv_cols" | "dense_q8" | "spmm" | "spmm_rows" | "conv" | "conv_dw" | "huffman" | "transpose"
   const char* isa;        // "ref" | "generic" | ...
   bool reference;         // the plain twin every other kernel of this op is tested against
   SpmvRowsFn spmv_rows = nullptr;
   SpmvColsFn spmv_cols = nullptr;
+  DenseQ8Fn dense_q8 = nullptr;
   SpmmFn spmm = nullptr;
   SpmmRowsFn spmm_rows = nullptr;
   ConvFn conv = nullptr;

@@ -26,7 +26,7 @@ def test_registry_names_say_what_the_kernel_is():
     for k in KERNELS:
         assert k["name"].startswith(k["op"] if k["op"] != "huffman" else "huffman_decode")
         assert k["name"].endswith("__" + k["isa"]), k["name"]
-    for op in ("spmv_rows", "spmv_cols", "spmm", "spmm_rows", "conv", "conv_dw", "huffman", "transpose"):
+    for op in ("spmv_rows", "spmv_cols", "dense_q8", "spmm", "spmm_rows", "conv", "conv_dw", "huffman", "transpose"):
         ref, fast = by_op(op)
         assert fast, f"{op}: no optimised kernel registered"
 
@@ -101,6 +101,30 @@ def test_spmm_matches_reference(rng, shape, n):
     np.testing.assert_allclose(ref, want, atol=tol(shape[1]))
     for name in fast:
         np.testing.assert_allclose(_core.spmm(name, *args), ref, atol=tol(shape[1]), err_msg=name)
+
+
+@pytest.mark.parametrize("shape", MATRICES + [(37, 100, 0.3, 6, 4), (9, 33, 0.7, 7, 3), (20, 64, 0.5, 4, 4)], ids=str)
+@pytest.mark.parametrize("xkind", ["dense", "half_zero"])
+def test_dense_q8_matches_reference(rng, shape, xkind):
+    """Dense codebook at batch 1: every code width (the 3/4/5/6-bit shuffles, the 7-8-bit
+    gather), column tails of every length, 4-row blocks and their leftover rows, row ranges."""
+    rows, cols, dens, cb_bits, ib = shape
+    codes = random_codes(rng, rows, cols, dens, cb_bits, empty_cols=(0,) if cols > 2 else ())
+    colptr, entries = rel16(codes, ib, cb_bits)
+    cb = random_codebook(rng, cb_bits)
+    x = rng.standard_normal(cols).astype(np.float32)
+    if xkind == "half_zero":
+        x[rng.random(cols) < 0.5] = 0
+    ref_name, fast = by_op("dense_q8")
+    ref = _core.dense_q8(ref_name, rows, colptr, entries, cb_bits, cb, x)
+    np.testing.assert_allclose(ref, cb[codes].astype(np.float64) @ x, atol=tol(cols))
+    r0, r1 = rows // 3, rows - rows // 5
+    for name in fast:
+        np.testing.assert_allclose(_core.dense_q8(name, rows, colptr, entries, cb_bits, cb, x), ref, atol=tol(cols),
+                                   err_msg=name)
+        part = _core.dense_q8(name, rows, colptr, entries, cb_bits, cb, x, r0=r0, r1=r1)
+        np.testing.assert_allclose(part[r0:r1], ref[r0:r1], atol=tol(cols), err_msg=name)
+        assert not part[:r0].any() and not part[r1:].any()
 
 
 @pytest.mark.parametrize("shape", MATRICES, ids=str)

@@ -315,3 +315,27 @@ def test_kernel_choice_errors_name_the_problem(lenet):
         if not k["supported"]:  # e.g. AVX-512 kernels on Zen 3
             with pytest.raises(ValueError, match="which this CPU does not have"):
                 dcrt.load(path, kernels={k["op"]: k["name"]})
+
+
+@pytest.mark.parametrize("bits", [4, 5, 6, 8])
+def test_dense_codebook_path_matches_the_sparse_one(tmp_path, rng, bits):
+    """dense_codebook="always" runs batch 1 of every sparse linear layer on the dense codebook
+    kernel (each variant this CPU has): same outputs as "never"; "auto" says what it measured."""
+    m0 = Sequential([Linear(300, 130, "fc1"), ReLU("r"), Linear(130, 10, "fc2")], input_shape=(300,), name="fc")
+    p = tmp_path / "fc.dcz"
+    dcrt.compress(he_init(m0, seed=2), p, density=0.4, bits=bits, progress=False)
+    x = rng.random((1, 300), dtype=np.float32)
+    x[0, ::7] = 0
+    want = dcrt.load(p, dense_codebook="never").infer(x)
+    for k in dcrt.kernels():
+        if k["op"] == "dense_q8" and k["supported"]:
+            m = dcrt.load(p, threads=2, dense_codebook="always", kernels={"dense_q8": k["name"]})
+            assert all(L["dense_codebook"] for L in m.layers())
+            assert k["name"] in m.layers()[0]["plan"]
+            np.testing.assert_allclose(m.infer(x), want, rtol=1e-4, atol=1e-5, err_msg=k["name"])
+            np.testing.assert_allclose(m.infer(np.repeat(x, 3, 0)), np.repeat(want, 3, 0), rtol=1e-4, atol=1e-5)
+    auto = dcrt.load(p)
+    assert "ns per code" in auto.layers()[0]["dense_codebook_why"]  # 40%: the model was asked
+    np.testing.assert_allclose(auto.infer(x), want, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="dense_codebook must be 'auto', 'always' or 'never'"):
+        dcrt.load(p, dense_codebook="yes")

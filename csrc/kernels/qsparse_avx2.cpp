@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "kernels/dense.hpp"
+#include "kernels/dense_q8.hpp"
 #include "kernels/qsparse.hpp"
 
 namespace dcrt {
@@ -175,6 +176,80 @@ void transpose_f32__avx2(const float* __restrict src, size_t ld_src, float* __re
       for (; r < r1; ++r)
         for (size_t c = c0; c < c1; ++c) dst[c * ld_dst + r] = src[r * ld_src + c];
     }
+}
+
+// ---- Dense codebook (dense_q8.hpp): 8 codes per step widened to 32-bit lanes, decoded by
+// vpermps on 8-entry slices of the codebook and blends on the code's bits 3 and 4 (<= 5 bits:
+// 1, 2 or 4 permutes), else a codebook gather; four rows share each input load.
+namespace {
+
+template <int Kind>  // 0: <= 3 bits, 1: 4, 2: 5, 3: gather
+inline __m256 dq8_lookup8(__m256i idx, const __m256* cb, const float* mem) {
+  if constexpr (Kind == 0) return _mm256_permutevar8x32_ps(cb[0], idx);
+  else if constexpr (Kind == 3) return _mm256_i32gather_ps(mem, idx, 4);
+  else {
+    const __m256 b3 = _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28));  // bit 3 -> sign
+    const __m256 lo = _mm256_blendv_ps(_mm256_permutevar8x32_ps(cb[0], idx), _mm256_permutevar8x32_ps(cb[1], idx), b3);
+    if constexpr (Kind == 1) return lo;
+    const __m256 hi = _mm256_blendv_ps(_mm256_permutevar8x32_ps(cb[2], idx), _mm256_permutevar8x32_ps(cb[3], idx), b3);
+    return _mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_slli_epi32(idx, 27)));  // bit 4
+  }
+}
+
+template <int Kind>
+void dq8_rows256(const QDense8& w, const float* x, float* y, uint32_t r0, uint32_t r1) {
+  alignas(32) float cbuf[32] = {};
+  const uint32_t n = std::min(32u, 1u << w.code_bits);
+  std::copy(w.codebook, w.codebook + n, cbuf);
+  const __m256 cb[4] = {_mm256_load_ps(cbuf), _mm256_load_ps(cbuf + 8), _mm256_load_ps(cbuf + 16),
+                        _mm256_load_ps(cbuf + 24)};
+  const uint32_t full = w.cols / 8 * 8;
+  alignas(32) static const int32_t ramp[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+  const __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32(int32_t(w.cols - full)),
+                                          _mm256_load_si256(reinterpret_cast<const __m256i*>(ramp)));
+  const auto codes8 = [](const uint8_t* p) {
+    return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+  };
+  const auto hsum = [](__m256 v) {
+    const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
+  };
+  uint32_t r = r0;
+  for (; r + 4 <= r1; r += 4) {
+    const uint8_t* c0 = w.codes + size_t(r) * w.ldc;
+    const uint8_t *c1 = c0 + w.ldc, *c2 = c1 + w.ldc, *c3 = c2 + w.ldc;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (uint32_t c = 0; c < w.cols; c += 8) {
+      const __m256 xv = c < full ? _mm256_loadu_ps(x + c) : _mm256_maskload_ps(x + c, tail);
+      a0 = _mm256_fmadd_ps(dq8_lookup8<Kind>(codes8(c0 + c), cb, w.codebook), xv, a0);
+      a1 = _mm256_fmadd_ps(dq8_lookup8<Kind>(codes8(c1 + c), cb, w.codebook), xv, a1);
+      a2 = _mm256_fmadd_ps(dq8_lookup8<Kind>(codes8(c2 + c), cb, w.codebook), xv, a2);
+      a3 = _mm256_fmadd_ps(dq8_lookup8<Kind>(codes8(c3 + c), cb, w.codebook), xv, a3);
+    }
+    y[r] += hsum(a0);
+    y[r + 1] += hsum(a1);
+    y[r + 2] += hsum(a2);
+    y[r + 3] += hsum(a3);
+  }
+  for (; r < r1; ++r) {
+    const uint8_t* c0 = w.codes + size_t(r) * w.ldc;
+    __m256 a0 = _mm256_setzero_ps();
+    for (uint32_t c = 0; c < w.cols; c += 8) {
+      const __m256 xv = c < full ? _mm256_loadu_ps(x + c) : _mm256_maskload_ps(x + c, tail);
+      a0 = _mm256_fmadd_ps(dq8_lookup8<Kind>(codes8(c0 + c), cb, w.codebook), xv, a0);
+    }
+    y[r] += hsum(a0);
+  }
+}
+
+}  // namespace
+
+void dense_q8__avx2(const QDense8& w, const float* x, float* y, uint32_t r0, uint32_t r1) {
+  if (w.code_bits <= 3) dq8_rows256<0>(w, x, y, r0, r1);
+  else if (w.code_bits == 4) dq8_rows256<1>(w, x, y, r0, r1);
+  else if (w.code_bits == 5) dq8_rows256<2>(w, x, y, r0, r1);
+  else dq8_rows256<3>(w, x, y, r0, r1);
 }
 
 bool cpu_has_avx2_fma() {

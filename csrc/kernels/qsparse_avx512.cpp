@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "kernels/dense_q8.hpp"
 #include "kernels/qsparse.hpp"
 #include "kernels/spmv16.hpp"
 
@@ -88,6 +89,71 @@ void spmm_rows_q_c24__avx512(const QConvRows& w, const float* xt, size_t ldx, fl
     const size_t left = std::min<size_t>(16, n - i);
     rows_block512<1>(w, xt + i, ldx, yt + i, ldy, r0, r1, __mmask16((1u << left) - 1));
   }
+}
+
+// ---- Dense codebook (dense_q8.hpp): 16 codes per step widened to 32-bit lanes, decoded by
+// vpermps (<= 4 bits), vpermi2ps (5 bits), two vpermi2ps and a blend on bit 5 (6 bits), or a
+// codebook gather (7-8 bits); four rows share each input load. The last step masks the input.
+namespace {
+
+template <int Kind>
+inline __m512 dq8_lookup(__m512i idx, const __m512* cb, const float* mem) {
+  if constexpr (Kind == 0) return _mm512_permutexvar_ps(idx, cb[0]);
+  else if constexpr (Kind == 1) return _mm512_permutex2var_ps(cb[0], idx, cb[1]);
+  else if constexpr (Kind == 2) {
+    const __m512 a = _mm512_permutex2var_ps(cb[0], idx, cb[1]), b = _mm512_permutex2var_ps(cb[2], idx, cb[3]);
+    return _mm512_mask_blend_ps(_mm512_test_epi32_mask(idx, _mm512_set1_epi32(32)), a, b);
+  } else return _mm512_i32gather_ps(idx, mem, 4);
+}
+
+template <int Kind>
+void dq8_rows512(const QDense8& w, const float* x, float* y, uint32_t r0, uint32_t r1) {
+  __m512 cb[4];
+  const uint32_t n = 1u << w.code_bits;
+  for (uint32_t k = 0; k < 4; ++k) {
+    const uint32_t have = n > 16 * k ? std::min(16u, n - 16 * k) : 0;
+    cb[k] = _mm512_maskz_loadu_ps(__mmask16(have >= 16 ? 0xFFFF : (1u << have) - 1), w.codebook + 16 * k);
+  }
+  const uint32_t full = w.cols / 16 * 16;
+  const __mmask16 tail = __mmask16((1u << (w.cols - full)) - 1);
+  const auto codes16 = [](const uint8_t* p) {
+    return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  };
+  uint32_t r = r0;
+  for (; r + 4 <= r1; r += 4) {
+    const uint8_t* c0 = w.codes + size_t(r) * w.ldc;
+    const uint8_t *c1 = c0 + w.ldc, *c2 = c1 + w.ldc, *c3 = c2 + w.ldc;
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (uint32_t c = 0; c < w.cols; c += 16) {
+      const __m512 xv = c < full ? _mm512_loadu_ps(x + c) : _mm512_maskz_loadu_ps(tail, x + c);
+      a0 = _mm512_fmadd_ps(dq8_lookup<Kind>(codes16(c0 + c), cb, w.codebook), xv, a0);
+      a1 = _mm512_fmadd_ps(dq8_lookup<Kind>(codes16(c1 + c), cb, w.codebook), xv, a1);
+      a2 = _mm512_fmadd_ps(dq8_lookup<Kind>(codes16(c2 + c), cb, w.codebook), xv, a2);
+      a3 = _mm512_fmadd_ps(dq8_lookup<Kind>(codes16(c3 + c), cb, w.codebook), xv, a3);
+    }
+    y[r] += _mm512_reduce_add_ps(a0);
+    y[r + 1] += _mm512_reduce_add_ps(a1);
+    y[r + 2] += _mm512_reduce_add_ps(a2);
+    y[r + 3] += _mm512_reduce_add_ps(a3);
+  }
+  for (; r < r1; ++r) {
+    const uint8_t* c0 = w.codes + size_t(r) * w.ldc;
+    __m512 a0 = _mm512_setzero_ps();
+    for (uint32_t c = 0; c < w.cols; c += 16) {
+      const __m512 xv = c < full ? _mm512_loadu_ps(x + c) : _mm512_maskz_loadu_ps(tail, x + c);
+      a0 = _mm512_fmadd_ps(dq8_lookup<Kind>(codes16(c0 + c), cb, w.codebook), xv, a0);
+    }
+    y[r] += _mm512_reduce_add_ps(a0);
+  }
+}
+
+}  // namespace
+
+void dense_q8__avx512(const QDense8& w, const float* x, float* y, uint32_t r0, uint32_t r1) {
+  if (w.code_bits <= 4) dq8_rows512<0>(w, x, y, r0, r1);
+  else if (w.code_bits == 5) dq8_rows512<1>(w, x, y, r0, r1);
+  else if (w.code_bits == 6) dq8_rows512<2>(w, x, y, r0, r1);
+  else dq8_rows512<3>(w, x, y, r0, r1);
 }
 
 }  // namespace dcrt

@@ -5,6 +5,7 @@
 #include <mutex>
 
 #include "../kernels/dense.hpp"
+#include "../kernels/dense_q8.hpp"
 #include "../relidx.hpp"
 #include "ops.hpp"
 
@@ -33,7 +34,20 @@ void run_linear(const OpCtx& c) {
     uint32_t* live = c.ws.live.data();
     const uint32_t nlive = live_columns(cur, L.cols, live);
     const unsigned shares = uint32_t(L.rows16.split.size() - 1);
-    if (nlive >= L.cols16_density * L.cols) {
+    if (!L.dense8.empty() && nlive >= L.dense8_cols_density * L.cols) {
+      // Dense codebook: equal row ranges (the cost per row is the same), multiples of 4 rows.
+      const QDense8 w{L.rows, L.cols, L.code_bits, dense8_ldc(L.cols), L.dense8.data(), L.codebook.data()};
+      const DenseQ8Fn f = c.m.dense_q8().dense_q8;
+      const uint32_t parts = std::max<uint32_t>(1, std::min<uint32_t>(tasks, L.rows / 64));
+      if (parts == 1)
+        f(w, cur, nxt, 0, L.rows);
+      else
+        c.par(parts, [&](size_t t, unsigned) {
+          const uint32_t r0 = uint32_t(uint64_t(L.rows) * t / parts) / 4 * 4;
+          const uint32_t r1 = t + 1 == parts ? L.rows : uint32_t(uint64_t(L.rows) * (t + 1) / parts) / 4 * 4;
+          f(w, cur, nxt, r0, r1);
+        });
+    } else if (nlive >= L.cols16_density * L.cols) {
       const QTiles16 w = L.rows16.view(L.codebook.data());
       const auto& sp = L.rows16.split;
       const SpmvRowsFn f = c.m.spmv_rows().spmv_rows;

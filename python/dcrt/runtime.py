@@ -206,7 +206,8 @@ def kernels() -> list:
 
 
 def loads(data, device: str = "cpu", threads: int | None = None, *, max_activation: int | None = None,
-          max_work: int | None = None, fuse: bool = True, kernels: dict | None = None):
+          max_work: int | None = None, fuse: bool = True, kernels: dict | None = None,
+          dense_codebook: str = "auto"):
     """Load a model from the bytes of a .dcz file (``bytes`` or any bytes-like object). Any
     malformed byte string raises :class:`dcrt.FormatError` naming the section and field.
 
@@ -226,7 +227,12 @@ def loads(data, device: str = "cpu", threads: int | None = None, *, max_activati
 
     ``kernels={op: name}`` replaces the runtime's pick of kernel for those ops by another
     registered one (:func:`dcrt.kernels` lists them with the CPU features they need): for
-    comparing variants through the whole network. The default is the fastest this CPU runs."""
+    comparing variants through the whole network. The default is the fastest this CPU runs.
+
+    ``dense_codebook``: where a sparse linear layer keeps many of its weights, batch 1 can walk
+    every code (a byte per weight, decoded by register shuffles) instead of the sparse row form.
+    "auto" asks a cost model measured on this CPU (once per process; ``Model.layers()[i]["plan"]``
+    says what it measured and chose), "always" / "never" force it (tests, benchmarks)."""
     if not isinstance(device, str) or not (device == "cpu" or device.startswith("cuda")):
         raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
     data = _as_bytes(data)
@@ -237,16 +243,20 @@ def loads(data, device: str = "cpu", threads: int | None = None, *, max_activati
         return load_cuda(data, device)
     if not isinstance(fuse, bool):
         raise TypeError(f"fuse must be True or False, got {type(fuse).__name__}")
-    return Model(_core().Model(data, _threads(threads), max_activation, max_work, fuse, kernels))
+    if dense_codebook not in ("auto", "always", "never"):
+        raise ValueError(f"dense_codebook must be 'auto', 'always' or 'never', got {dense_codebook!r}")
+    return Model(_core().Model(data, _threads(threads), max_activation, max_work, fuse, kernels, dense_codebook))
 
 
 def load(path, device: str = "cpu", threads: int | None = None, *, max_activation: int | None = None,
-         max_work: int | None = None, fuse: bool = True, kernels: dict | None = None):
+         max_work: int | None = None, fuse: bool = True, kernels: dict | None = None,
+         dense_codebook: str = "auto"):
     """Load a .dcz file for inference. ``threads=None`` uses every core this process may run on
-    (CPU); ``device="cuda"`` keeps the model on the GPU; limits, ``fuse`` and ``kernels`` as in
-    :func:`loads`."""
+    (CPU); ``device="cuda"`` keeps the model on the GPU; limits, ``fuse``, ``kernels`` and
+    ``dense_codebook`` as in :func:`loads`."""
     with open(os.fspath(path), "rb") as f:
         data = f.read()
-    m = loads(data, device, threads, max_activation=max_activation, max_work=max_work, fuse=fuse, kernels=kernels)
+    m = loads(data, device, threads, max_activation=max_activation, max_work=max_work, fuse=fuse, kernels=kernels,
+              dense_codebook=dense_codebook)
     m.path = os.fspath(path)
     return m
