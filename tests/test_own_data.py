@@ -50,8 +50,10 @@ def test_cli_pipeline_with_npz(tmp_path):
     p = save(tmp_path / "mine.npz")
     out = subprocess.run([sys.executable, "-m", "dcrt.cli", "pipeline", "lenet-300-100", str(tmp_path / "c.dcz"),
                           "--data", str(p), "--baseline-epochs", "1", "--prune-steps", "1", "--retrain-epochs", "1",
-                          "--finetune-epochs", "1", "--density", "0.3"], capture_output=True, text=True, timeout=600)
+                          "--finetune-epochs", "1", "--density", "0.3", "--distill", "0.3", "--temperature", "3",
+                          "--retrain-weight-decay", "0.001"], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
+    assert "distill=0.3, temperature=3.0" in out.stdout and "retrain_weight_decay=0.001" in out.stdout
     assert "lenet-300-100 on " in out.stdout and "mine.npz" in out.stdout
     # not a terminal: the training stages still print progress lines
     assert "train" in out.stderr or "baseline" in out.stderr

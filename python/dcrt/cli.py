@@ -214,9 +214,13 @@ def main(argv=None):
     for name, typ in (("seed", int), ("batch-size", int), ("baseline-epochs", int), ("baseline-lr", float),
                       ("prune-steps", int), ("retrain-epochs", int), ("retrain-lr", float),
                       ("finetune-epochs", int), ("finetune-lr", float), ("weight-decay", float),
-                      ("retrain-weight-decay", float), ("distill", float), ("temperature", float),
                       ("train-subset", int)):
         pl.add_argument(f"--{name}", type=typ)
+    pl.add_argument("--retrain-weight-decay", type=float, help="weight decay while retraining (default: --weight-decay)")
+    pl.add_argument("--distill", type=float,
+                    help="0..1: retraining and centroid fine-tuning also fit the baseline's soft outputs, "
+                         "loss = (1 - d) * cross-entropy + d * T^2 * KL (0: off)")
+    pl.add_argument("--temperature", type=float, help="of the baseline's soft outputs (--distill)")
     pl.add_argument("--init", choices=["linear", "density", "random"])
     pl.add_argument("-q", "--quiet", action="store_true")
     pl.set_defaults(fn=cmd_pipeline)
