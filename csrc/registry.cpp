@@ -53,6 +53,8 @@ const std::vector<KernelInfo>& kernel_registry() {
     k.supported = cpu_has_avx512; add(k);
     k = KernelInfo{"conv_q_rows__avx512", "conv", "avx512", false}; k.conv = conv_q_rows__avx512;
     k.supported = cpu_has_avx512; k.row_block = 8; add(k);
+    k = KernelInfo{"conv_dw_q_rows__avx512", "conv_dw", "avx512", false}; k.conv = conv_dw_q_rows__avx512;
+    k.supported = cpu_has_avx512; add(k);
 #endif
     k = KernelInfo{"huffman_decode__ref", "huffman", "ref", true}; k.huff = huffman_decode__ref; add(k);
     k = KernelInfo{"huffman_decode_table__generic", "huffman", "generic", false};

@@ -67,6 +67,27 @@ inline void conv_block(const ::dcrt::QConvRows& w, const uint32_t* e0, const uin
   if constexpr (R > 6) conv_store_row512(yo + 6 * ys, rrow(6), m, last, ep, a6);
   if constexpr (R > 7) conv_store_row512(yo + 7 * ys, rrow(7), m, last, ep, a7);
 }
+
+// Depthwise rows in 16-lane registers (rows at least 12 pixels wide; narrower ones take the
+// 8-lane blocks below): the channel's decoded taps times R rows x 16 pixels, masked tails.
+template <uint32_t R>
+inline void dw_block512(const float* __restrict tw, const int64_t* __restrict to, uint32_t nt, float b,
+                        const float* __restrict xb, size_t rs, float* __restrict yo, const float* ro, size_t ys,
+                        uint32_t n, const ::dcrt::ConvEpilogue& ep) {
+  const __mmask16 m = __mmask16((1u << n) - 1);
+  __m512 a0 = _mm512_set1_ps(b), a1 = a0, a2 = a0, a3 = a0;
+  for (uint32_t t = 0; t < nt; ++t) {
+    const __m512 v = _mm512_set1_ps(tw[t]);
+    const float* xp = xb + to[t];
+    a0 = _mm512_fmadd_ps(v, _mm512_loadu_ps(xp), a0);
+    if constexpr (R > 1) a1 = _mm512_fmadd_ps(v, _mm512_loadu_ps(xp + rs), a1);
+    if constexpr (R > 2) a2 = _mm512_fmadd_ps(v, _mm512_loadu_ps(xp + 2 * rs), a2);
+    if constexpr (R > 3) a3 = _mm512_fmadd_ps(v, _mm512_loadu_ps(xp + 3 * rs), a3);
+  }
+  const __m512 acc[4] = {a0, a1, a2, a3};
+  for (uint32_t r = 0; r < R; ++r) conv_store_row512(yo + r * ys, ro ? ro + r * ys : nullptr, m, true, ep, acc[r]);
+}
+constexpr uint32_t kDwWide = 16;
 #elif defined(__AVX2__) && defined(__FMA__)
 constexpr uint32_t kRows = ::dcrt::kConvRowBlock;
 #else
@@ -318,8 +339,22 @@ inline void conv_dw_rows(const ::dcrt::QConvRows& w, const ::dcrt::ConvGeom& g, 
   const ::dcrt::PadGeom pg = ::dcrt::pad_geom(g);
   const size_t rs = size_t(g.sh) * pg.wq, ys = g.out_w;
   const uint32_t taps = g.kh * g.kw;
-  std::vector<float> tw(taps);
-  std::vector<int64_t> to(taps);
+  // The taps of one channel: on the stack up to 64 (3x3, 5x5, 7x7), this is called per channel.
+  float tw_s[64];
+  int64_t to_s[64];
+  std::vector<float> tw_h;
+  std::vector<int64_t> to_h;
+  if (taps > 64) {
+    tw_h.resize(taps);
+    to_h.resize(taps);
+  }
+  float* tw = taps > 64 ? tw_h.data() : tw_s;
+  int64_t* to = taps > 64 ? to_h.data() : to_s;
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+  const uint32_t tile = g.out_w >= 12 ? kDwWide : kDwTile;
+#else
+  const uint32_t tile = kDwTile;
+#endif
   for (uint32_t oc = oc0; oc < oc1; ++oc) {
     uint32_t nt = 0;
     for (uint32_t e = w.rowptr[oc]; e < w.rowptr[oc + 1]; ++e, ++nt) {
@@ -329,16 +364,27 @@ inline void conv_dw_rows(const ::dcrt::QConvRows& w, const ::dcrt::ConvGeom& g, 
     const float* xc = xpad + size_t(oc) * pg.plane;
     for (uint32_t oy = oy0; oy < oy1; oy += kDwRows) {
       const uint32_t nr = std::min(kDwRows, oy1 - oy);
-      for (uint32_t ox0 = 0; ox0 < g.out_w; ox0 += kDwTile) {
-        const uint32_t n = std::min(kDwTile, g.out_w - ox0);
+      for (uint32_t ox0 = 0; ox0 < g.out_w; ox0 += tile) {
+        const uint32_t n = std::min(tile, g.out_w - ox0);
         const float* xb = xc + size_t(oy) * rs + ox0;
         const size_t yoff = (size_t(oc) * g.out_h + oy) * ys + ox0;
         const float* rb = ep.res ? ep.res + yoff : nullptr;
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+        if (tile == kDwWide) {
+          switch (nr) {
+            case 4: dw_block512<4>(tw, to, nt, bias[oc], xb, rs, y + yoff, rb, ys, n, ep); break;
+            case 3: dw_block512<3>(tw, to, nt, bias[oc], xb, rs, y + yoff, rb, ys, n, ep); break;
+            case 2: dw_block512<2>(tw, to, nt, bias[oc], xb, rs, y + yoff, rb, ys, n, ep); break;
+            default: dw_block512<1>(tw, to, nt, bias[oc], xb, rs, y + yoff, rb, ys, n, ep); break;
+          }
+          continue;
+        }
+#endif
         switch (nr) {
-          case 4: dw_block<4>(tw.data(), to.data(), nt, bias[oc], xb, rs, y + yoff, rb, ys, n, ep); break;
-          case 3: dw_block<3>(tw.data(), to.data(), nt, bias[oc], xb, rs, y + yoff, rb, ys, n, ep); break;
-          case 2: dw_block<2>(tw.data(), to.data(), nt, bias[oc], xb, rs, y + yoff, rb, ys, n, ep); break;
-          default: dw_block<1>(tw.data(), to.data(), nt, bias[oc], xb, rs, y + yoff, rb, ys, n, ep); break;
+          case 4: dw_block<4>(tw, to, nt, bias[oc], xb, rs, y + yoff, rb, ys, n, ep); break;
+          case 3: dw_block<3>(tw, to, nt, bias[oc], xb, rs, y + yoff, rb, ys, n, ep); break;
+          case 2: dw_block<2>(tw, to, nt, bias[oc], xb, rs, y + yoff, rb, ys, n, ep); break;
+          default: dw_block<1>(tw, to, nt, bias[oc], xb, rs, y + yoff, rb, ys, n, ep); break;
         }
       }
     }

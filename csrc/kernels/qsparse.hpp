@@ -109,6 +109,9 @@ void spmm_rows_q_c24__avx512(const QConvRows& w, const float* xt, size_t ldx, fl
 void conv_q_rows__avx512(const QConvRows& w, const ConvGeom& g, const int64_t* tapoff, const float* bias,
                          const float* x, const float* xpad, float* y, uint32_t oc0, uint32_t oc1, uint32_t oy0,
                          uint32_t oy1, const ConvEpilogue& ep);
+void conv_dw_q_rows__avx512(const QConvRows& w, const ConvGeom& g, const int64_t* tapoff, const float* bias,
+                            const float* x, const float* xpad, float* y, uint32_t oc0, uint32_t oc1, uint32_t oy0,
+                            uint32_t oy1, const ConvEpilogue& ep);
 #define DCRT_CONV_ARGS                                                                                      \
   const QConvRows &w, const ConvGeom &g, const int64_t *tapoff, const float *bias, const float *x, const float *xpad, \
       float *y, uint32_t oc0, uint32_t oc1, uint32_t oy0, uint32_t oy1, const ConvEpilogue &ep

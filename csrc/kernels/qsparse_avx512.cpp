@@ -21,6 +21,12 @@ void conv_q_rows__avx512(const QConvRows& w, const ConvGeom& g, const int64_t* t
   avx512::conv_rows(w, g, tapoff, bias, xpad, y, oc0, oc1, oy0, oy1, ep);
 }
 
+void conv_dw_q_rows__avx512(const QConvRows& w, const ConvGeom& g, const int64_t* tapoff, const float* bias,
+                            const float*, const float* xpad, float* y, uint32_t oc0, uint32_t oc1, uint32_t oy0,
+                            uint32_t oy1, const ConvEpilogue& ep) {
+  avx512::conv_dw_rows(w, g, tapoff, bias, xpad, y, oc0, oc1, oy0, oy1, ep);
+}
+
 namespace {
 
 // Rows form, 16 lanes per register: V registers per output row, two accumulator sets (even
