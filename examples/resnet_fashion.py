@@ -123,6 +123,10 @@ def main(argv=None):
     ap.add_argument("--subset", type=int, default=0, help="> 0: a stratified training subset (quick runs)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", help="write the summary here")
+    ap.add_argument("--keep-bn", action="store_true",
+                    help="quantize the convs with their batch norms kept as per-channel ops (MobileNetV2: folding "
+                         "its per-channel scales into the weights first leaves one 5-bit codebook for channels of "
+                         "very different magnitudes)")
     ap.add_argument("--baseline-state", metavar="PATH",
                     help="reuse the trained baseline saved here (a torch state_dict), else train it and save it "
                          "there: compression variants then start from the same baseline")
@@ -171,8 +175,9 @@ def main(argv=None):
         stage(f"prune{k + 1}", prune_retrain)
 
     def quantize():
-        folded = dt.fold_batchnorm(model, example)  # before k-means: the codebook must see the final weights
-        log(f"folded {len(folded)} batch norms into their convs")
+        if not args.keep_bn:
+            folded = dt.fold_batchnorm(model, example)  # before k-means: the codebook must see the final weights
+            log(f"folded {len(folded)} batch norms into their convs")
         dt.quantize(model, bits=args.bits)
     stage("quantize", quantize)
     stage("finetune", lambda: fit(model, ds, args.finetune_epochs, args.lr / 100, args, rng_compress, "finetune", log))

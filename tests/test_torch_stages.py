@@ -139,7 +139,7 @@ def test_strip_gives_a_plain_module_with_the_same_outputs():
     assert all(type(p) is nn.Parameter for p in plain.parameters())
 
 
-def test_batch_norm_folded_first_or_a_clear_error(tmp_path):
+def test_batch_norm_folded_first_or_kept_after_a_quantized_layer(tmp_path):
     torch.manual_seed(5)
     net = Net(bn=True)
     with torch.no_grad():
@@ -148,11 +148,18 @@ def test_batch_norm_folded_first_or_a_clear_error(tmp_path):
         net.bn1.weight.uniform_(0.5, 1.5)
     net.eval()
     x = data(4)[0]
-    bad = dt.strip(net)
-    dt.prune(bad, density=0.5)
-    dt.quantize(bad, bits=4)
-    with pytest.raises(ValueError, match="fold_batchnorm"):
-        dcrt.compress(bad, tmp_path / "b.dcz", example_input=x[:1], progress=False)
+    # Quantized without folding: the batch norm stays an op of its own (a scale_shift after the
+    # conv), the conv's codes and centroids are written as trained, and the file runs the module.
+    kept = dt.strip(net)
+    dt.prune(kept, density=0.5)
+    dt.quantize(kept, bits=4)
+    kp = tmp_path / "kept.dcz"
+    dcrt.compress(kept, kp, example_input=x[:1], progress=False)
+    st = dt.state(kept)["conv1"]
+    np.testing.assert_array_equal(dcrt.decompress(kp)["conv1"].weight, st.codebook[st.codes])
+    assert any(L["name"].endswith("scale_shift") and L["storage"] == "plain" for L in dcrt.load(kp).layers())
+    with torch.no_grad():
+        np.testing.assert_allclose(dcrt.load(kp).infer(x.numpy()), dt.strip(kept)(x).numpy(), rtol=1e-4, atol=1e-5)
     dt.prune(net, density=0.5)  # folding after pruning keeps the masks
     masks = {n: s.mask for n, s in dt.state(net).items()}
     with torch.no_grad():

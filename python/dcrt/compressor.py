@@ -436,7 +436,10 @@ def compress(model, path, *, example_input=None, density=None, quality=None, bit
         trained = dtorch.state(model)
         if trained:
             model = dtorch.strip(model)
-    model = to_graph(model, example_input)
+    # A batch norm after a layer quantized with dcrt.torch stays a per-channel scale_shift op:
+    # folding its scale into the weights would break their shared codebook.
+    keep = {name for name, st in trained.items() if st.codes is not None}
+    model = to_graph(model, example_input, keep_affine=keep)
     names = [l.name for l in model.weighted()]
     for opt, v in (("density", density), ("quality", quality), ("bits", bits), ("index_bits", index_bits),
                    ("storage", storage)):
@@ -463,8 +466,9 @@ def compress(model, path, *, example_input=None, density=None, quality=None, bit
         if w.shape != st.mask.shape or (want is not None and not np.array_equal(w, want)) or \
                 np.count_nonzero(w[~st.mask]):
             raise ValueError(f"compress: {name}: the exported weights are not the trained ones (a batch norm or a "
-                             "constant scale was folded into it at export, which would break its shared codebook): "
-                             "fold batch norms before pruning, with dcrt.torch.fold_batchnorm(module, example_input)")
+                             "constant scale was folded into its mask at export): fold batch norms before pruning, "
+                             "with dcrt.torch.fold_batchnorm(module, example_input), or quantize the layer too "
+                             "(a quantized layer's batch norm stays an op of its own)")
     n = len(model.weighted())
     bar = Progress(2 * n + 2, f"compress {model.name}", progress)
     masks = prune(model, density, quality)

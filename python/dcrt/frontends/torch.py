@@ -52,8 +52,9 @@ def _where(node) -> str:
 
 
 class _Importer:
-    def __init__(self, ep, name):
+    def __init__(self, ep, name, keep_affine=()):
         self.ep, self.name = ep, name
+        self.keep_affine = set(keep_affine)  # layers whose following affine is not folded in
         self.nodes: list[Node] = []
         self.env: dict = {}
         self.users = {n.name: len(n.users) for n in ep.graph.nodes}
@@ -222,7 +223,8 @@ class _Importer:
         """Per-channel ``scale * x + shift``: folded into the conv/linear that produced x where
         only this node reads it, else a depthwise 1x1 conv (3-D tensors only)."""
         prod = self.producer.get(x.id)
-        if prod is not None and self.users.get(src.name, 0) == 1:  # only this node reads the conv
+        keep = prod is not None and getattr(self.nodes[prod[0]].layer, "name", None) in self.keep_affine
+        if prod is not None and not keep and self.users.get(src.name, 0) == 1:  # only this node reads the conv
             fold_affine(self.nodes[prod[0]].layer, scale, shift)
             return x
         if len(x.shape) != 3:
@@ -423,9 +425,10 @@ class _Importer:
         return self.op_pad(node, x, pads, "constant", value)
 
 
-def from_torch(module, example_input, name: str | None = None) -> GraphNet:
+def from_torch(module, example_input, name: str | None = None, keep_affine=()) -> GraphNet:
     """Trace ``module`` (in eval mode) on ``example_input`` (a tensor or array with the batch
-    axis, e.g. ``[1, 3, 224, 224]``) and translate it into a :class:`GraphNet`."""
+    axis, e.g. ``[1, 3, 224, 224]``) and translate it into a :class:`GraphNet`. A batch norm or
+    constant scale after a layer named in ``keep_affine`` stays a per-channel op of its own."""
     try:
         import torch
     except ImportError as e:  # pragma: no cover - exercised where torch is absent
@@ -439,4 +442,4 @@ def from_torch(module, example_input, name: str | None = None) -> GraphNet:
             ep = torch.export.export(module, (x,))
     finally:
         module.train(was_training)
-    return _Importer(ep, name or type(module).__name__).run()
+    return _Importer(ep, name or type(module).__name__, keep_affine).run()
