@@ -15,7 +15,10 @@ The network is transformers' ResNet-18 definition (ResNetConfig(layer_type="basi
 depths=[2, 2, 2, 2], num_channels=1)) at reduced width (``--width``, default 16: stages of
 16/32/64/128 channels instead of 64/128/256/512) so that it trains on 2 CPU cores; the stem's
 7x7 stride-2 conv and max pool take 28x28 images to 7x7. Prints a line per epoch (and a JSON
-summary with ``--json``).
+summary with ``--json``). ``--baseline-state b.pt`` saves the trained baseline (or reuses it), so
+compression variants start from the same network; ``--keep-bn`` quantizes without folding the
+batch norms into the convs first (they stay per-channel ops in the .dcz): what MobileNetV2
+needs, see bench/RESULTS-training.md.
 """
 from __future__ import annotations
 
