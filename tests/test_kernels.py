@@ -42,6 +42,20 @@ def tol(k):
     return 1e-6 * (4 + k)
 
 
+def batch1_case(rng, shape, xkind):
+    """A random quantized matrix (rel16 CSC, column 0 empty) and a batch-1 input of the kind."""
+    rows, cols, dens, cb_bits, ib = shape
+    codes = random_codes(rng, rows, cols, dens, cb_bits, empty_cols=(0,) if cols > 2 else ())
+    colptr, entries = rel16(codes, ib, cb_bits)
+    cb = random_codebook(rng, cb_bits)
+    x = rng.standard_normal(cols).astype(np.float32)
+    if xkind == "half_zero":
+        x[rng.random(cols) < 0.5] = 0
+    elif xkind == "all_zero":
+        x[:] = 0
+    return rows, cols, cb_bits, codes, colptr, entries, cb, x
+
+
 MATRICES = [
     # rows, cols, density, code_bits, index_bits
     (1, 1, 1.0, 1, 1),
@@ -62,15 +76,7 @@ MATRICES = [
 def test_spmv_matches_reference(rng, shape, xkind, op, tile, shares):
     """Batch 1 on both 16-bit tiled forms: several tiles (tile 16 or 1 on these shapes), several
     thread shares (every share runs), rows reordered within blocks, padded groups."""
-    rows, cols, dens, cb_bits, ib = shape
-    codes = random_codes(rng, rows, cols, dens, cb_bits, empty_cols=(0,) if cols > 2 else ())
-    colptr, entries = rel16(codes, ib, cb_bits)
-    cb = random_codebook(rng, cb_bits)
-    x = rng.standard_normal(cols).astype(np.float32)
-    if xkind == "half_zero":
-        x[rng.random(cols) < 0.5] = 0
-    elif xkind == "all_zero":
-        x[:] = 0
+    rows, cols, cb_bits, codes, colptr, entries, cb, x = batch1_case(rng, shape, xkind)
     ref_name, fast = by_op(op)
     run = getattr(_core, op)
     ref = run(ref_name, rows, colptr, entries, cb_bits, cb, x, tile=tile, shares=shares)
@@ -108,13 +114,7 @@ def test_spmm_matches_reference(rng, shape, n):
 def test_dense_q8_matches_reference(rng, shape, xkind):
     """Dense codebook at batch 1: every code width (the 3/4/5/6-bit shuffles, the 7-8-bit
     gather), column tails of every length, 4-row blocks and their leftover rows, row ranges."""
-    rows, cols, dens, cb_bits, ib = shape
-    codes = random_codes(rng, rows, cols, dens, cb_bits, empty_cols=(0,) if cols > 2 else ())
-    colptr, entries = rel16(codes, ib, cb_bits)
-    cb = random_codebook(rng, cb_bits)
-    x = rng.standard_normal(cols).astype(np.float32)
-    if xkind == "half_zero":
-        x[rng.random(cols) < 0.5] = 0
+    rows, cols, cb_bits, codes, colptr, entries, cb, x = batch1_case(rng, shape, xkind)
     ref_name, fast = by_op("dense_q8")
     ref = _core.dense_q8(ref_name, rows, colptr, entries, cb_bits, cb, x)
     np.testing.assert_allclose(ref, cb[codes].astype(np.float64) @ x, atol=tol(cols))
