@@ -148,6 +148,14 @@ void bind_kernels(py::module_& m) {
     }
     return yt;
   });
+  m.def("crc32", [](const std::string& name, py::buffer data, uint32_t crc) {
+    const KernelInfo& k = kernel(name, "crc32");
+    const py::buffer_info b = data.request();
+    const auto* p = static_cast<const uint8_t*>(b.ptr);
+    const size_t n = size_t(b.size) * size_t(b.itemsize);
+    py::gil_scoped_release nogil;
+    return k.crc32(p, n, crc);
+  }, py::arg("name"), py::arg("data"), py::arg("crc") = 0u, "zlib.crc32(data, crc) by the named crc32 kernel");
   m.def("transpose", [](const std::string& name, py::array_t<float, py::array::c_style> src, size_t nc,
                         size_t ld_dst) {
     // src [nr, ld_src]: its first nc columns land in dst [nc, ld_dst]; the rest of each dst row

@@ -1,8 +1,9 @@
-// CRC-32, slicing-by-8: ~8x the byte-wise table loop; sections are checked on every load.
+// CRC-32 table forms and the dispatch (the PCLMULQDQ form is in crc32_pclmul.cpp).
 #include "crc32.hpp"
 
-#include <array>
 #include <cstring>
+
+#include "registry.hpp"
 
 namespace dcrt {
 namespace {
@@ -24,7 +25,14 @@ const Tables& tables() {
 }
 }  // namespace
 
-uint32_t crc32(const uint8_t* p, size_t n, uint32_t crc) {
+uint32_t crc32_bytewise__ref(const uint8_t* p, size_t n, uint32_t crc) {
+  const auto& T = tables().t[0];
+  crc = ~crc;
+  while (n--) crc = T[(crc ^ *p++) & 0xFF] ^ (crc >> 8);
+  return ~crc;
+}
+
+uint32_t crc32_slice8__generic(const uint8_t* p, size_t n, uint32_t crc) {
   const auto& T = tables().t;
   crc = ~crc;
   while (n >= 8) {
@@ -39,5 +47,10 @@ uint32_t crc32(const uint8_t* p, size_t n, uint32_t crc) {
   }
   while (n--) crc = T[0][(crc ^ *p++) & 0xFF] ^ (crc >> 8);
   return ~crc;
+}
+
+uint32_t crc32(const uint8_t* data, size_t n, uint32_t crc) {
+  static const Crc32Fn fn = best_kernel("crc32").crc32;
+  return fn(data, n, crc);
 }
 }  // namespace dcrt

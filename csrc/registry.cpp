@@ -72,6 +72,12 @@ const std::vector<KernelInfo>& kernel_registry() {
     k = KernelInfo{"transpose_f32__avx2", "transpose", "avx2", false}; k.transpose = transpose_f32__avx2;
     k.supported = cpu_has_avx2_fma; add(k);
 #endif
+    k = KernelInfo{"crc32_bytewise__ref", "crc32", "ref", true}; k.crc32 = crc32_bytewise__ref; add(k);
+    k = KernelInfo{"crc32_slice8__generic", "crc32", "generic", false}; k.crc32 = crc32_slice8__generic; add(k);
+#if DCRT_HAVE_AVX2
+    k = KernelInfo{"crc32_fold__pclmul", "crc32", "pclmul", false}; k.crc32 = crc32_fold__pclmul;
+    k.supported = cpu_has_pclmul; add(k);
+#endif
     return r;
   }();
   return reg;

@@ -3,6 +3,7 @@
 #include <string>
 #include <vector>
 
+#include "crc32.hpp"
 #include "huffman.hpp"
 #include "kernels/dense.hpp"
 #include "kernels/dense_q8.hpp"
@@ -13,7 +14,7 @@ namespace dcrt {
 
 struct KernelInfo {
   const char* name;       // spmv_rows_q_t16__generic: <op>_<weights>_<layout>__<arch>
-  const char* op;         // "spmv_rows" | "spmv_cols" | "dense_q8" | "spmm" | "spmm_rows" | "conv" | "conv_dw" | "huffman" | "transpose"
+  const char* op;         // "spmv_rows" | "spmv_cols" | "dense_q8" | "spmm" | "spmm_rows" | "conv" | "conv_dw" | "huffman" | "transpose" | "crc32"
   const char* isa;        // "ref" | "generic" | ...
   bool reference;         // the plain twin every other kernel of this op is tested against
   SpmvRowsFn spmv_rows = nullptr;
@@ -24,6 +25,7 @@ struct KernelInfo {
   ConvFn conv = nullptr;
   HuffDecodeFn huff = nullptr;
   TransposeFn transpose = nullptr;
+  Crc32Fn crc32 = nullptr;
   bool (*supported)() = nullptr;  // CPU feature check; null = always
   uint32_t row_block = kConvRowBlock;  // conv: output rows per register block (the executor's band height)
 };

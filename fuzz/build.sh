@@ -15,6 +15,7 @@ declare -A ISA=(
   [csrc/kernels/qsparse_avx2.cpp]="-mavx2 -mfma"
   [csrc/kernels/spmv16_bmi2.cpp]="-mavx2 -mfma -mbmi -mbmi2"
   [csrc/huffman_bmi2.cpp]="-mbmi -mbmi2"
+  [csrc/crc32_pclmul.cpp]="-mpclmul -msse4.1"
   [csrc/kernels/spmv16_avx512.cpp]="-mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma -mbmi -mbmi2 -mavx2"
   [csrc/kernels/qsparse_avx512.cpp]="-mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma -mbmi -mbmi2 -mavx2"
 )

@@ -26,7 +26,8 @@ def test_registry_names_say_what_the_kernel_is():
     for k in KERNELS:
         assert k["name"].startswith(k["op"] if k["op"] != "huffman" else "huffman_decode")
         assert k["name"].endswith("__" + k["isa"]), k["name"]
-    for op in ("spmv_rows", "spmv_cols", "dense_q8", "spmm", "spmm_rows", "conv", "conv_dw", "huffman", "transpose"):
+    for op in ("spmv_rows", "spmv_cols", "dense_q8", "spmm", "spmm_rows", "conv", "conv_dw", "huffman", "transpose",
+               "crc32"):
         ref, fast = by_op(op)
         assert fast, f"{op}: no optimised kernel registered"
 
@@ -281,3 +282,20 @@ def test_kernel_entry_points_reject_bad_inputs(rng):
         _core.transpose("transpose_f32__ref", np.ones((4, 5), np.float32), 6, 4)
     with pytest.raises(ValueError, match="ld_dst >= src.shape"):
         _core.transpose("transpose_f32__ref", np.ones((4, 5), np.float32), 5, 3)
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 15, 16, 17, 63, 64, 65, 127, 128, 129, 200, 1000, 4096 + 13, 1 << 17])
+def test_crc32_matches_zlib(rng, n):
+    import zlib
+    buf = rng.integers(0, 256, n + 3, dtype=np.uint8)
+    ref, fast = by_op("crc32")
+    for off in (0, 1, 3):  # unaligned starts
+        data = buf[off:off + n].tobytes()
+        for init in (0, 0xDEADBEEF):
+            want = zlib.crc32(data, init)
+            for name in [ref] + fast:
+                assert _core.crc32(name, data, init) == want, (name, n, off, init)
+    # chained: the CRC of a prefix continued over the rest, as zlib does
+    data = buf[:n].tobytes()
+    for name in fast:
+        assert _core.crc32(name, data[n // 3:], _core.crc32(name, data[:n // 3])) == zlib.crc32(data), name

@@ -57,10 +57,12 @@ RECIPES = {
                                     "prune_steps": 8, "distill": 0.5, "temperature": 2.0},
     ("lenet-5", "fashion-mnist"): {"baseline_lr": 0.01, "retrain_lr": 0.005, "baseline_epochs": 10, "weight_decay": 1e-3,
                                    "density": {"conv1": 0.66, "conv2": 0.12, "ip1": 0.055, "ip2": 0.19},
-                                   "prune_steps": 6, "retrain_epochs": 5, "finetune_epochs": 2},
+                                   "prune_steps": 6, "retrain_epochs": 5, "finetune_epochs": 2,
+                                   "distill": 0.5, "temperature": 2.0},
     ("lenet-5", "mnist-5k"): {"baseline_lr": 0.01, "retrain_lr": 0.005, "baseline_epochs": 40,
                               "weight_decay": 1e-3, "prune_steps": 8, "retrain_epochs": 20,
-                              "density": {"conv1": 0.66, "conv2": 0.12, "ip1": 0.055, "ip2": 0.19}},
+                              "density": {"conv1": 0.66, "conv2": 0.12, "ip1": 0.055, "ip2": 0.19},
+                              "distill": 0.5, "temperature": 2.0},
 }
 
 
