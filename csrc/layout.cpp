@@ -4,8 +4,11 @@
 #include <chrono>
 #include <cstdio>
 #include <map>
+#include <numeric>
 #include <mutex>
+#include <string>
 #include <tuple>
+#include <unistd.h>
 
 #include "huffman.hpp"
 #include "model.hpp"
@@ -84,31 +87,64 @@ Dense8Costs dense8_costs(const KernelInfo& rows_k, const KernelInfo& dense_k, ui
   return cache[key] = c;
 }
 
+// The last-level cache the process may count on: the largest cache level the kernel lists for
+// cpu0 in sysfs (what one core sees: glibc's sysconf reports the whole host's L3 in a VM, 384
+// MB on the 2-core Zen 5 guest here where sysfs says 32 MB), else sysconf, else 8 MiB.
+double last_level_cache_bytes() {
+  static const double b = [] {
+    double best = 0;
+    for (int i = 0; i < 8; ++i) {
+      const std::string path = "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(i) + "/size";
+      if (FILE* f = std::fopen(path.c_str(), "r")) {
+        unsigned long v = 0;
+        char unit = 0;
+        if (std::fscanf(f, "%lu%c", &v, &unit) >= 1)
+          best = std::max(best, double(v) * (unit == 'K' ? 1024.0 : unit == 'M' ? 1048576.0 : 1.0));
+        std::fclose(f);
+      }
+    }
+#ifdef _SC_LEVEL3_CACHE_SIZE
+    if (best <= 0) best = double(std::max(sysconf(_SC_LEVEL3_CACHE_SIZE), sysconf(_SC_LEVEL2_CACHE_SIZE)));
+#endif
+    return best > 0 ? best : double(8 << 20);
+  }();
+  return b;
+}
+
 // Whether a sparse linear layer runs the dense codebook at batch 1 (mode 0: the cost model,
-// 1: always, 2: never), and why; builds its codes when it does.
-void choose_dense8(ExecLayer& L, const KernelInfo& rows_k, const KernelInfo& dense_k, int mode) {
+// 1: always, 2: never), and why (L.dense8_why); returns the model's time ratio of the dense
+// codebook to the row form when it is to be used, 0 when not. The measured costs hold while
+// the codes stay in cache; a layer whose codes are bigger than the last-level cache streams
+// them from memory, a byte per code against the row form's two per non-zero, and the model
+// takes the larger of the two ratios.
+double choose_dense8(ExecLayer& L, const KernelInfo& rows_k, const KernelInfo& dense_k, int mode) {
   const double weights = double(L.rows) * L.cols, density = weights > 0 ? double(L.nnz) / weights : 0.0;
   // A byte per weight: never for a layer whose codes would not fit in 256 MiB, and the model is
   // only asked from 8% density up (below it the sparse forms win on any CPU measured).
-  if (mode == 2 || weights > double(1u << 28) || (mode == 0 && density < 0.08)) return;
-  char why[200];
-  double ratio = 1.0;
-  if (mode == 0) {
-    const Dense8Costs c = dense8_costs(rows_k, dense_k, L.code_bits);
-    const double t_dense = c.per_code * weights, t_rows = c.per_nnz * double(L.nnz);
-    ratio = t_rows > 0 ? t_dense / t_rows : 1e9;
-    std::snprintf(why, sizeof why, "measured %.2f ns per code vs %.2f ns per non-zero: %.2fx the row form's time at %.0f%% density",
-                  1e9 * c.per_code, 1e9 * c.per_nnz, ratio, 100 * density);
-    if (ratio >= 0.9) {
-      L.dense8_why = std::string("not used: ") + why;
-      return;
-    }
-  } else {
-    std::snprintf(why, sizeof why, "forced (dense_codebook=\"always\")");
+  if (mode == 2 || weights > double(1u << 28) || (mode == 0 && density < 0.08)) return 0.0;
+  if (mode == 1) {
+    L.dense8_why = "forced (dense_codebook=\"always\")";
+    return 1.0;
+  }
+  char why[320];
+  const Dense8Costs c = dense8_costs(rows_k, dense_k, L.code_bits);
+  const double t_dense = c.per_code * weights, t_rows = c.per_nnz * double(L.nnz);
+  double ratio = t_rows > 0 ? t_dense / t_rows : 1e9;
+  int n = std::snprintf(why, sizeof why, "measured %.2f ns per code vs %.2f ns per non-zero: %.2fx the row form's time at %.0f%% density",
+                        1e9 * c.per_code, 1e9 * c.per_nnz, ratio, 100 * density);
+  const double llc = last_level_cache_bytes();
+  if (weights > llc && L.nnz > 0) {
+    const double streamed = weights / (2.0 * double(L.nnz));
+    if (streamed > ratio) ratio = streamed;
+    std::snprintf(why + n, sizeof why - n, "; its %.1f MB of codes exceed the %.0f MB cache: streamed, %.2fx the row form's bytes",
+                  weights / 1e6, llc / 1e6, streamed);
+  }
+  if (ratio >= 0.9) {
+    L.dense8_why = std::string("not used: ") + why;
+    return 0.0;
   }
   L.dense8_why = why;
-  build_dense8(L.view(), L.dense8);
-  L.dense8_cols_density = float(std::min(1.0, L.cols16_density * ratio));
+  return ratio;
 }
 
 // The column-tiled rows layout of a sparse linear layer (see ExecLayer).
@@ -185,7 +221,12 @@ void Model::decode_layers(ParsedFile& f) {
   // Execution layout: rel16 entries, validated against the row count; equal-work column splits.
   std::vector<std::string> errors(layers_.size());
   const unsigned T = pool_->size();
-  pool_->parallel_for(layers_.size(), [&](size_t i, unsigned) {
+  std::vector<uint32_t> by_size(layers_.size());  // biggest first: no big layer starts last
+  std::iota(by_size.begin(), by_size.end(), 0u);
+  std::stable_sort(by_size.begin(), by_size.end(),
+                   [&](uint32_t a, uint32_t b) { return layers_[a].n_entries > layers_[b].n_entries; });
+  pool_->parallel_for(layers_.size(), [&](size_t j, unsigned) {
+    const size_t i = by_size[j];
     ExecLayer& L = layers_[i];
     if (L.storage != kStorageSparse) return;
     LayerDesc& d = f.layers[i];
@@ -214,26 +255,41 @@ void Model::decode_layers(ParsedFile& f) {
   });
   for (const auto& e : errors)
     if (!e.empty()) throw FormatError(e);
-  // Batch-1 layouts of the sparse linear layers: each (layer, form) is one job, so the biggest
-  // layer's two forms build on two threads.
-  std::vector<std::pair<uint32_t, bool>> builds;
-  for (uint32_t i = 0; i < layers_.size(); ++i)
-    if (layers_[i].storage == kStorageSparse && layers_[i].kind == kLayerLinear) {
-      builds.push_back({i, false});
-      builds.push_back({i, true});
-    }
-  pool_->parallel_for(builds.size(), [&](size_t j, unsigned) {
-    ExecLayer& L = layers_[builds[j].first];
-    if (builds[j].second)
-      build_cols16(L.view(), 0, T, L.cols16);
+  // Batch-1 layouts of the sparse linear layers: the column form, and the row form or the
+  // dense codebook (decided first: the cost model needs only the counts). Each (layer, form) is
+  // one job, biggest first, so the biggest layer's forms build on separate threads.
+  enum Form { kRows, kCols, kDense };
+  std::vector<double> d8ratio(layers_.size(), 0.0);
+  std::vector<std::tuple<double, uint32_t, Form>> builds;  // (size, layer, form)
+  for (uint32_t i = 0; i < layers_.size(); ++i) {
+    ExecLayer& L = layers_[i];
+    if (L.storage != kStorageSparse || L.kind != kLayerLinear) continue;
+    d8ratio[i] = choose_dense8(L, *spmv_rows_, *dense_q8_, dense8_mode_);
+    builds.push_back({double(L.nnz), i, kCols});
+    if (d8ratio[i] > 0)
+      builds.push_back({double(L.rows) * L.cols / 4, i, kDense});  // a byte store per code, ~4x cheaper than an entry
     else
-      build_rows16(L.view(), 0, T, L.rows16);
-  });
-  for (auto& L : layers_)
-    if (L.storage == kStorageSparse && L.kind == kLayerLinear) {
-      L.cols16_density = cols16_max_density(L.rows16, L.cols16);
-      choose_dense8(L, *spmv_rows_, *dense_q8_, dense8_mode_);
+      builds.push_back({double(L.nnz), i, kRows});
+  }
+  std::stable_sort(builds.begin(), builds.end(), [](const auto& a, const auto& b) { return std::get<0>(a) > std::get<0>(b); });
+  pool_->parallel_for(builds.size(), [&](size_t j, unsigned) {
+    ExecLayer& L = layers_[std::get<1>(builds[j])];
+    switch (std::get<2>(builds[j])) {
+      case kCols: build_cols16(L.view(), 0, T, L.cols16); break;
+      case kRows: build_rows16(L.view(), 0, T, L.rows16); break;
+      case kDense: build_dense8(L.view(), L.dense8); break;
     }
+  });
+  for (uint32_t i = 0; i < layers_.size(); ++i) {
+    ExecLayer& L = layers_[i];
+    if (L.storage != kStorageSparse || L.kind != kLayerLinear) continue;
+    if (d8ratio[i] > 0) {
+      L.cols16_density = cols16_max_density_est(L.nnz, L.cols16);
+      L.dense8_cols_density = float(std::min(1.0, L.cols16_density * d8ratio[i]));
+    } else {
+      L.cols16_density = cols16_max_density(L.rows16, L.cols16);
+    }
+  }
 }
 
 }  // namespace dcrt

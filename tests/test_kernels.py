@@ -110,7 +110,8 @@ def test_spmm_matches_reference(rng, shape, n):
         np.testing.assert_allclose(_core.spmm(name, *args), ref, atol=tol(shape[1]), err_msg=name)
 
 
-@pytest.mark.parametrize("shape", MATRICES + [(37, 100, 0.3, 6, 4), (9, 33, 0.7, 7, 3), (20, 64, 0.5, 4, 4)], ids=str)
+@pytest.mark.parametrize("shape", MATRICES + [(37, 100, 0.3, 6, 4), (9, 33, 0.7, 7, 3), (20, 64, 0.5, 4, 4),
+                                   (2100, 300, 0.05, 5, 2)], ids=str)  # the last: the builder's row bands
 @pytest.mark.parametrize("xkind", ["dense", "half_zero"])
 def test_dense_q8_matches_reference(rng, shape, xkind):
     """Dense codebook at batch 1: every code width (the 3/4/5/6-bit shuffles, the 7-8-bit

@@ -334,6 +334,10 @@ def test_dense_codebook_path_matches_the_sparse_one(tmp_path, rng, bits):
             assert k["name"] in m.layers()[0]["plan"]
             np.testing.assert_allclose(m.infer(x), want, rtol=1e-4, atol=1e-5, err_msg=k["name"])
             np.testing.assert_allclose(m.infer(np.repeat(x, 3, 0)), np.repeat(want, 3, 0), rtol=1e-4, atol=1e-5)
+            # Beside a dense codebook there is no row form: sparse inputs take the column form.
+            for xs in (np.where(rng.random((1, 300)) < 0.03, x, 0).astype(np.float32), np.zeros((1, 300), np.float32)):
+                np.testing.assert_allclose(m.infer(xs), dcrt.load(p, dense_codebook="never").infer(xs),
+                                           rtol=1e-4, atol=1e-5, err_msg=k["name"])
     auto = dcrt.load(p)
     assert "ns per code" in auto.layers()[0]["dense_codebook_why"]  # 40%: the model was asked
     np.testing.assert_allclose(auto.infer(x), want, rtol=1e-4, atol=1e-5)

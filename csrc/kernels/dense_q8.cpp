@@ -9,13 +9,30 @@ size_t dense8_ldc(uint32_t cols) { return (size_t(cols) + 63) / 64 * 64; }
 
 void build_dense8(const QSparseMatrix& w, std::vector<uint8_t>& codes) {
   const size_t ldc = dense8_ldc(w.cols);
-  codes.assign(size_t(w.rows) * ldc, 0);
-  const uint32_t mask = (1u << w.code_bits) - 1;
+  codes.assign(size_t(w.rows) * ldc, 0);  // absent weights are code 0
+  if (!w.rows || !w.cols) return;
+  // Bands of rows whose codes (band x ldc bytes, ~256 KiB) stay in L2 and in the TLB's reach;
+  // every column resumes at its cursor, so each entry is read once. (Column by column over
+  // all rows, every store landed on another page: 7 ns per entry on Zen 5.)
+  const uint32_t b = w.code_bits, mask = (1u << b) - 1, kNone = UINT32_MAX;
+  const uint32_t band = uint32_t(std::clamp<size_t>((256u << 10) / ldc, 8, 1024));
+  std::vector<uint32_t> pos(w.cols), next(w.cols);  // a column's next entry and the row it is on
   for (uint32_t c = 0; c < w.cols; ++c) {
-    uint32_t row = uint32_t(-1);
-    for (uint32_t e = w.colptr[c]; e < w.colptr[c + 1]; ++e) {
-      row += (uint32_t(w.entries[e]) >> w.code_bits) + 1;  // fillers carry code 0: writing it is harmless
-      codes[size_t(row) * ldc + c] = uint8_t(w.entries[e] & mask);
+    pos[c] = w.colptr[c];
+    next[c] = pos[c] < w.colptr[c + 1] ? uint32_t(w.entries[pos[c]] >> b) : kNone;
+  }
+  for (uint32_t r0 = 0; r0 < w.rows; r0 += band) {
+    const uint32_t r1 = std::min(w.rows, r0 + band);
+    for (uint32_t c = 0; c < w.cols; ++c) {
+      uint32_t e = pos[c], r = next[c];
+      const uint32_t end = w.colptr[c + 1];
+      while (r < r1) {  // fillers carry code 0: writing it is harmless
+        codes[size_t(r) * ldc + c] = uint8_t(w.entries[e] & mask);
+        ++e;
+        r = e < end ? r + (uint32_t(w.entries[e]) >> b) + 1 : kNone;
+      }
+      pos[c] = e;
+      next[c] = r;
     }
   }
 }

@@ -71,6 +71,9 @@ using SpmvColsFn = void (*)(const QTiles16& w, const float* x, const uint32_t* l
 // The input density below which the column form (zero inputs skipped) beats the row form on
 // this pair of layouts: a cost model of both, per group and per segment, fitted on Zen 3.
 float cols16_max_density(const Tiles16& rows16, const Tiles16& cols16);
+// The same from the column form and the non-zero count alone (a layer whose row form is not
+// built: the dense codebook replaces it).
+float cols16_max_density_est(uint64_t nnz, const Tiles16& cols16);
 
 // The columns of x that are not zero, ascending; returns how many (branch-free).
 uint32_t live_columns(const float* x, uint32_t cols, uint32_t* live);

@@ -33,7 +33,6 @@ void run_linear(const OpCtx& c) {
     std::memcpy(nxt, L.bias.data(), L.rows * sizeof(float));
     uint32_t* live = c.ws.live.data();
     const uint32_t nlive = live_columns(cur, L.cols, live);
-    const unsigned shares = uint32_t(L.rows16.split.size() - 1);
     if (!L.dense8.empty() && nlive >= L.dense8_cols_density * L.cols) {
       // Dense codebook: equal row ranges (the cost per row is the same), multiples of 4 rows.
       const QDense8 w{L.rows, L.cols, L.code_bits, dense8_ldc(L.cols), L.dense8.data(), L.codebook.data()};
@@ -47,9 +46,10 @@ void run_linear(const OpCtx& c) {
           const uint32_t r1 = t + 1 == parts ? L.rows : uint32_t(uint64_t(L.rows) * (t + 1) / parts) / 4 * 4;
           f(w, cur, nxt, r0, r1);
         });
-    } else if (nlive >= L.cols16_density * L.cols) {
+    } else if (L.dense8.empty() && nlive >= L.cols16_density * L.cols) {  // no row form beside a dense codebook
       const QTiles16 w = L.rows16.view(L.codebook.data());
       const auto& sp = L.rows16.split;
+      const unsigned shares = uint32_t(sp.size() - 1);
       const SpmvRowsFn f = c.m.spmv_rows().spmv_rows;
       if (tasks == 1 || shares == 1)
         f(w, cur, nxt, 0, L.rows);
