@@ -30,19 +30,23 @@ uint32_t row_tile_cols(uint32_t rows, uint32_t cols, uint64_t nnz) {
   return t;
 }
 
-// The dense codebook's cost model: seconds per code of the dense kernel and per stored non-zero
-// of the row form, measured once per process (and per kernel pair and code width) on a
-// synthetic 256 x 2048 layer at 25% density, one thread, best of 5 after a warm-up: a few
-// milliseconds the first time a model with a candidate layer loads, nothing after.
-struct Dense8Costs {
-  double per_code = 0, per_nnz = 0;
+// The batch-1 cost model: seconds per work unit of the row and column forms (rows16_units,
+// cols16_units: groups plus segments) and per code of the dense codebook, measured once per
+// process (and per kernel triple and code width) on a synthetic 256 x 2048 layer at 25%
+// density, one thread, every input live, best of 5 after a warm-up: about a millisecond the
+// first time a model with a sparse linear layer loads, nothing after. The constants this
+// replaced were fitted on Zen 3 and put the crossovers far off on AVX-512 CPUs (AlexNet fc6 at
+// half-zero input took the column form at 0.78 ms where the row form takes 0.51 ms, Zen 5).
+struct Batch1Costs {
+  double row_unit = 0, col_unit = 0, per_code = 0;
 };
 
-Dense8Costs dense8_costs(const KernelInfo& rows_k, const KernelInfo& dense_k, uint32_t code_bits) {
+Batch1Costs batch1_costs(const KernelInfo& rows_k, const KernelInfo& cols_k, const KernelInfo& dense_k,
+                         uint32_t code_bits) {
   static std::mutex mu;
-  static std::map<std::tuple<const KernelInfo*, const KernelInfo*, uint32_t>, Dense8Costs> cache;
+  static std::map<std::tuple<const KernelInfo*, const KernelInfo*, const KernelInfo*, uint32_t>, Batch1Costs> cache;
   std::lock_guard<std::mutex> lock(mu);
-  const auto key = std::make_tuple(&rows_k, &dense_k, code_bits);
+  const auto key = std::make_tuple(&rows_k, &cols_k, &dense_k, code_bits);
   const auto it = cache.find(key);
   if (it != cache.end()) return it->second;
   constexpr uint32_t R = 256, C = 2048;
@@ -63,14 +67,17 @@ Dense8Costs dense8_costs(const KernelInfo& rows_k, const KernelInfo& dense_k, ui
   }
   std::vector<float> cb(size_t(1) << code_bits), x(C), y(R);
   for (size_t i = 1; i < cb.size(); ++i) cb[i] = float(i) / float(cb.size()) - 0.5f;
-  for (auto& v : x) v = float(next() % 1000) / 1000.f;
+  for (auto& v : x) v = float(1 + next() % 1000) / 1000.f;  // no zeros: every column live
   const QSparseMatrix w{R, C, code_bits, colptr.data(), entries.data(), cb.data()};
-  Tiles16 t;
-  build_rows16(w, 0, 1, t);
+  Tiles16 rt, ct;
+  build_rows16(w, 0, 1, rt);
+  build_cols16(w, 0, 1, ct);
   std::vector<uint8_t> codes;
   build_dense8(w, codes);
+  std::vector<uint32_t> live(C);
+  const uint32_t nlive = live_columns(x.data(), C, live.data());
   const QDense8 d{R, C, code_bits, dense8_ldc(C), codes.data(), cb.data()};
-  const QTiles16 tv = t.view(cb.data());
+  const QTiles16 rv = rt.view(cb.data()), cv = ct.view(cb.data());
   const auto best = [](auto&& fn) {
     double b = 1e30;
     for (int rep = 0; rep < 6; ++rep) {
@@ -81,9 +88,10 @@ Dense8Costs dense8_costs(const KernelInfo& rows_k, const KernelInfo& dense_k, ui
     }
     return b;
   };
-  Dense8Costs c;
+  Batch1Costs c;
   c.per_code = best([&] { dense_k.dense_q8(d, x.data(), y.data(), 0, R); }) / (double(R) * C);
-  c.per_nnz = best([&] { rows_k.spmv_rows(tv, x.data(), y.data(), 0, R); }) / double(entries.size());
+  c.row_unit = best([&] { rows_k.spmv_rows(rv, x.data(), y.data(), 0, R); }) / rows16_units(rt);
+  c.col_unit = best([&] { cols_k.spmv_cols(cv, x.data(), live.data(), nlive, y.data(), 0, ct.tiles); }) / cols16_units(ct);
   return cache[key] = c;
 }
 
@@ -117,7 +125,7 @@ double last_level_cache_bytes() {
 // the codes stay in cache; a layer whose codes are bigger than the last-level cache streams
 // them from memory, a byte per code against the row form's two per non-zero, and the model
 // takes the larger of the two ratios.
-double choose_dense8(ExecLayer& L, const KernelInfo& rows_k, const KernelInfo& dense_k, int mode) {
+double choose_dense8(ExecLayer& L, const Batch1Costs& c, int mode) {
   const double weights = double(L.rows) * L.cols, density = weights > 0 ? double(L.nnz) / weights : 0.0;
   // A byte per weight: never for a layer whose codes would not fit in 256 MiB, and the model is
   // only asked from 8% density up (below it the sparse forms win on any CPU measured).
@@ -127,11 +135,11 @@ double choose_dense8(ExecLayer& L, const KernelInfo& rows_k, const KernelInfo& d
     return 1.0;
   }
   char why[320];
-  const Dense8Costs c = dense8_costs(rows_k, dense_k, L.code_bits);
-  const double t_dense = c.per_code * weights, t_rows = c.per_nnz * double(L.nnz);
+  const double t_dense = c.per_code * weights;
+  const double t_rows = c.row_unit * rows16_units_est(L.nnz, L.rows, L.cols, L.code_bits);
   double ratio = t_rows > 0 ? t_dense / t_rows : 1e9;
-  int n = std::snprintf(why, sizeof why, "measured %.2f ns per code vs %.2f ns per non-zero: %.2fx the row form's time at %.0f%% density",
-                        1e9 * c.per_code, 1e9 * c.per_nnz, ratio, 100 * density);
+  int n = std::snprintf(why, sizeof why, "measured %.3f ns per code vs %.3f ns per non-zero: %.2fx the row form's time at %.0f%% density",
+                        1e9 * c.per_code, L.nnz ? 1e9 * t_rows / double(L.nnz) : 0.0, ratio, 100 * density);
   const double llc = last_level_cache_bytes();
   if (weights > llc && L.nnz > 0) {
     const double streamed = weights / (2.0 * double(L.nnz));
@@ -260,11 +268,13 @@ void Model::decode_layers(ParsedFile& f) {
   // one job, biggest first, so the biggest layer's forms build on separate threads.
   enum Form { kRows, kCols, kDense };
   std::vector<double> d8ratio(layers_.size(), 0.0);
+  std::vector<Batch1Costs> costs(layers_.size());
   std::vector<std::tuple<double, uint32_t, Form>> builds;  // (size, layer, form)
   for (uint32_t i = 0; i < layers_.size(); ++i) {
     ExecLayer& L = layers_[i];
     if (L.storage != kStorageSparse || L.kind != kLayerLinear) continue;
-    d8ratio[i] = choose_dense8(L, *spmv_rows_, *dense_q8_, dense8_mode_);
+    costs[i] = batch1_costs(*spmv_rows_, *spmv_cols_, *dense_q8_, L.code_bits);
+    d8ratio[i] = choose_dense8(L, costs[i], dense8_mode_);
     builds.push_back({double(L.nnz), i, kCols});
     if (d8ratio[i] > 0)
       builds.push_back({double(L.rows) * L.cols / 4, i, kDense});  // a byte store per code, ~4x cheaper than an entry
@@ -283,12 +293,14 @@ void Model::decode_layers(ParsedFile& f) {
   for (uint32_t i = 0; i < layers_.size(); ++i) {
     ExecLayer& L = layers_[i];
     if (L.storage != kStorageSparse || L.kind != kLayerLinear) continue;
-    if (d8ratio[i] > 0) {
-      L.cols16_density = cols16_max_density_est(L.nnz, L.cols16);
-      L.dense8_cols_density = float(std::min(1.0, L.cols16_density * d8ratio[i]));
-    } else {
-      L.cols16_density = cols16_max_density(L.rows16, L.cols16);
-    }
+    // The input density below which the column form (zero inputs skipped, its time scaling
+    // with the live columns) beats the row form, or the dense codebook where that replaced it.
+    const double t_cols = costs[i].col_unit * cols16_units(L.cols16);
+    const double t_rows = costs[i].row_unit * (d8ratio[i] > 0 ? rows16_units_est(L.nnz, L.rows, L.cols, L.code_bits)
+                                                                 : rows16_units(L.rows16));
+    const auto below = [&](double t) { return float(t_cols > 0 ? std::min(1.0, t / t_cols) : 1.0); };
+    L.cols16_density = below(t_rows);
+    if (d8ratio[i] > 0) L.dense8_cols_density = below(t_rows * d8ratio[i]);
   }
 }
 

@@ -194,23 +194,22 @@ void build_cols16(const QSparseMatrix& w, uint32_t tile_rows, unsigned shares, T
   t.split = equal_work_split(work, shares);
 }
 
-// Cycles per group and per segment visited (Zen 3, bmi2 kernels, bench/RESULTS-layers.md).
-constexpr double kRowGroup = 5.6, kColGroup = 7.8, kSegment = 6.0;
+// Segments (a row or a column per tile) cost about a group each to visit: cycles per group and
+// per segment on Zen 3 with the bmi2 kernels (bench/RESULTS-layers.md), as group-equivalents.
+constexpr double kRowSegment = 6.0 / 5.6, kColSegment = 6.0 / 7.8;
 
-float cols16_max_density(const Tiles16& r, const Tiles16& c) {
-  const double rows_cost = kRowGroup * (r.gptr.empty() ? 0 : r.entries.size() / kGroup) + kSegment * r.tiles * r.rows;
-  const double cols_cost = kColGroup * (c.entries.size() / kGroup) + kSegment * c.tiles * c.cols;
-  return cols_cost > 0 ? float(std::min(1.0, rows_cost / cols_cost)) : 1.f;
+double rows16_units(const Tiles16& r) {
+  return (r.gptr.empty() ? 0.0 : double(r.entries.size() / kGroup)) + kRowSegment * double(r.tiles) * r.rows;
 }
 
-float cols16_max_density_est(uint64_t nnz, const Tiles16& c) {
-  // The row form's groups estimated: its segments (one per row and column tile) end half a
-  // group short on average.
-  const uint32_t tiles = std::max(1u, ceil_div(c.cols, 1u << (16 - c.code_bits)));
-  const double segments = double(tiles) * c.rows;
-  const double rows_cost = kRowGroup * (double(nnz) / kGroup + 0.5 * segments) + kSegment * segments;
-  const double cols_cost = kColGroup * (c.entries.size() / kGroup) + kSegment * c.tiles * c.cols;
-  return cols_cost > 0 ? float(std::min(1.0, rows_cost / cols_cost)) : 1.f;
+double rows16_units_est(uint64_t nnz, uint32_t rows, uint32_t cols, uint32_t code_bits) {
+  // Each segment ends half a group short on average.
+  const double segments = double(std::max(1u, ceil_div(cols, 1u << (16 - code_bits)))) * rows;
+  return double(nnz) / kGroup + (0.5 + kRowSegment) * segments;
+}
+
+double cols16_units(const Tiles16& c) {
+  return double(c.entries.size() / kGroup) + kColSegment * double(c.tiles) * c.cols;
 }
 
 uint32_t live_columns(const float* x, uint32_t cols, uint32_t* live) {

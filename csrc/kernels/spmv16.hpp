@@ -68,12 +68,12 @@ using SpmvRowsFn = void (*)(const QTiles16& w, const float* x, float* y, uint32_
 using SpmvColsFn = void (*)(const QTiles16& w, const float* x, const uint32_t* live, uint32_t nlive, float* y,
                             uint32_t t0, uint32_t t1);
 
-// The input density below which the column form (zero inputs skipped) beats the row form on
-// this pair of layouts: a cost model of both, per group and per segment, fitted on Zen 3.
-float cols16_max_density(const Tiles16& rows16, const Tiles16& cols16);
-// The same from the column form and the non-zero count alone (a layer whose row form is not
-// built: the dense codebook replaces it).
-float cols16_max_density_est(uint64_t nnz, const Tiles16& cols16);
+// The batch-1 forms' work in group-equivalents (stored groups plus the segments a pass visits):
+// times the measured seconds per unit of each kernel (layout.cpp) they model the two forms'
+// times. A full pass of the column form (every input live); it scales with the live columns.
+double rows16_units(const Tiles16& rows16);
+double rows16_units_est(uint64_t nnz, uint32_t rows, uint32_t cols, uint32_t code_bits);  // not built
+double cols16_units(const Tiles16& cols16);
 
 // The columns of x that are not zero, ascending; returns how many (branch-free).
 uint32_t live_columns(const float* x, uint32_t cols, uint32_t* live);
