@@ -38,8 +38,56 @@ uint32_t row_tile_cols(uint32_t rows, uint32_t cols, uint64_t nnz) {
 // replaced were fitted on Zen 3 and put the crossovers far off on AVX-512 CPUs (AlexNet fc6 at
 // half-zero input took the column form at 0.78 ms where the row form takes 0.51 ms, Zen 5).
 struct Batch1Costs {
-  double row_unit = 0, col_unit = 0, per_code = 0;
+  double row_unit = 0, col_unit = 0, per_code = 0, per_dense_row = 0;
 };
+
+namespace {
+// A synthetic rel16 layer of rows x cols at about one row in four (gaps 0..6, encodable at any
+// code width), codes 1..2^bits-1.
+struct SyntheticLayer {
+  std::vector<uint32_t> colptr;
+  std::vector<uint16_t> entries;
+  std::vector<float> cb, x, y;
+  QSparseMatrix w;
+  SyntheticLayer(uint32_t rows, uint32_t cols, uint32_t code_bits) : colptr(cols + 1, 0) {
+    uint64_t lcg = 0x9E3779B97F4A7C15ull ^ (uint64_t(rows) << 32 | cols);
+    const auto next = [&lcg] { return uint32_t((lcg = lcg * 6364136223846793005ull + 1442695040888963407ull) >> 33); };
+    const uint32_t cmask = (1u << code_bits) - 1;
+    for (uint32_t c = 0; c < cols; ++c) {
+      int64_t row = -1;
+      for (;;) {
+        const uint32_t gap = next() % 7;
+        row += gap + 1;
+        if (row >= rows) break;
+        entries.push_back(uint16_t(gap << code_bits | (1 + next() % cmask)));
+      }
+      colptr[c + 1] = uint32_t(entries.size());
+    }
+    cb.resize(size_t(1) << code_bits);
+    for (size_t i = 1; i < cb.size(); ++i) cb[i] = float(i) / float(cb.size()) - 0.5f;
+    x.resize(cols);
+    for (auto& v : x) v = float(1 + next() % 1000) / 1000.f;  // no zeros: every column live
+    y.resize(rows);
+    w = QSparseMatrix{rows, cols, code_bits, colptr.data(), entries.data(), cb.data()};
+  }
+};
+
+// Best of 5 timed runs after at least a millisecond of warm-up runs (caches, and the core's
+// clock, which a process that has just started may find low).
+template <class Fn>
+double best_time(Fn&& fn) {
+  using sclk = std::chrono::steady_clock;
+  const auto warm_end = sclk::now() + std::chrono::milliseconds(1);
+  do fn(); while (sclk::now() < warm_end);
+  double b = 1e30;
+  for (int rep = 0; rep < 5; ++rep) {
+    const auto t0 = sclk::now();
+    fn();
+    b = std::min(b, std::chrono::duration<double>(sclk::now() - t0).count());
+  }
+  return b;
+}
+}  // namespace
 
 Batch1Costs batch1_costs(const KernelInfo& rows_k, const KernelInfo& cols_k, const KernelInfo& dense_k,
                          uint32_t code_bits) {
@@ -49,49 +97,40 @@ Batch1Costs batch1_costs(const KernelInfo& rows_k, const KernelInfo& cols_k, con
   const auto key = std::make_tuple(&rows_k, &cols_k, &dense_k, code_bits);
   const auto it = cache.find(key);
   if (it != cache.end()) return it->second;
-  constexpr uint32_t R = 256, C = 2048;
-  std::vector<uint32_t> colptr(C + 1, 0);
-  std::vector<uint16_t> entries;
-  uint64_t lcg = 0x9E3779B97F4A7C15ull;
-  const auto next = [&lcg] { return uint32_t((lcg = lcg * 6364136223846793005ull + 1442695040888963407ull) >> 33); };
-  const uint32_t cmask = (1u << code_bits) - 1;
-  for (uint32_t c = 0; c < C; ++c) {  // about one row in four: gaps 0..6 (encodable at any code width)
-    int64_t row = -1;
-    for (;;) {
-      const uint32_t gap = next() % 7;
-      row += gap + 1;
-      if (row >= R) break;
-      entries.push_back(uint16_t(gap << code_bits | (1 + next() % cmask)));
-    }
-    colptr[c + 1] = uint32_t(entries.size());
-  }
-  std::vector<float> cb(size_t(1) << code_bits), x(C), y(R);
-  for (size_t i = 1; i < cb.size(); ++i) cb[i] = float(i) / float(cb.size()) - 0.5f;
-  for (auto& v : x) v = float(1 + next() % 1000) / 1000.f;  // no zeros: every column live
-  const QSparseMatrix w{R, C, code_bits, colptr.data(), entries.data(), cb.data()};
-  Tiles16 rt, ct;
-  build_rows16(w, 0, 1, rt);
-  build_cols16(w, 0, 1, ct);
-  std::vector<uint8_t> codes;
-  build_dense8(w, codes);
-  std::vector<uint32_t> live(C);
-  const uint32_t nlive = live_columns(x.data(), C, live.data());
-  const QDense8 d{R, C, code_bits, dense8_ldc(C), codes.data(), cb.data()};
-  const QTiles16 rv = rt.view(cb.data()), cv = ct.view(cb.data());
-  const auto best = [](auto&& fn) {
-    double b = 1e30;
-    for (int rep = 0; rep < 6; ++rep) {
-      const auto t0 = std::chrono::steady_clock::now();
-      fn();
-      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      if (rep) b = std::min(b, s);  // the first run warms the caches
-    }
-    return b;
-  };
   Batch1Costs c;
-  c.per_code = best([&] { dense_k.dense_q8(d, x.data(), y.data(), 0, R); }) / (double(R) * C);
-  c.row_unit = best([&] { rows_k.spmv_rows(rv, x.data(), y.data(), 0, R); }) / rows16_units(rt);
-  c.col_unit = best([&] { cols_k.spmv_cols(cv, x.data(), live.data(), nlive, y.data(), 0, ct.tiles); }) / cols16_units(ct);
+  {
+    SyntheticLayer s(256, 2048, code_bits);
+    Tiles16 rt, ct;
+    build_rows16(s.w, 0, 1, rt);
+    build_cols16(s.w, 0, 1, ct);
+    std::vector<uint32_t> live(s.w.cols);
+    const uint32_t nlive = live_columns(s.x.data(), s.w.cols, live.data());
+    const QTiles16 rv = rt.view(s.cb.data()), cv = ct.view(s.cb.data());
+    c.row_unit = best_time([&] { rows_k.spmv_rows(rv, s.x.data(), s.y.data(), 0, s.w.rows); }) / rows16_units(rt);
+    c.col_unit = best_time([&] { cols_k.spmv_cols(cv, s.x.data(), live.data(), nlive, s.y.data(), 0, ct.tiles); }) /
+                 cols16_units(ct);
+  }
+  // The dense codebook on long and short rows (256 x 2048, 1024 x 256): a cost per code and a
+  // cost per row (the row's reduction and tail), so that narrow layers are not mispredicted.
+  double t_long, t_short;
+  {
+    SyntheticLayer s(256, 2048, code_bits);
+    std::vector<uint8_t> codes;
+    build_dense8(s.w, codes);
+    const QDense8 d{s.w.rows, s.w.cols, code_bits, dense8_ldc(s.w.cols), codes.data(), s.cb.data()};
+    t_long = best_time([&] { dense_k.dense_q8(d, s.x.data(), s.y.data(), 0, s.w.rows); });
+  }
+  {
+    SyntheticLayer s(1024, 256, code_bits);
+    std::vector<uint8_t> codes;
+    build_dense8(s.w, codes);
+    const QDense8 d{s.w.rows, s.w.cols, code_bits, dense8_ldc(s.w.cols), codes.data(), s.cb.data()};
+    t_short = best_time([&] { dense_k.dense_q8(d, s.x.data(), s.y.data(), 0, s.w.rows); });
+  }
+  // t = rows * (per_row + ldc * per_code) for both shapes.
+  const double a = t_long / 256, b = t_short / 1024;  // per row
+  c.per_code = std::max(0.0, (a - b) / (2048.0 - 256.0));
+  c.per_dense_row = std::max(0.0, b - 256.0 * c.per_code);
   return cache[key] = c;
 }
 
@@ -135,11 +174,12 @@ double choose_dense8(ExecLayer& L, const Batch1Costs& c, int mode) {
     return 1.0;
   }
   char why[320];
-  const double t_dense = c.per_code * weights;
+  const double t_dense = double(L.rows) * (c.per_dense_row + c.per_code * double(dense8_ldc(L.cols)));
   const double t_rows = c.row_unit * rows16_units_est(L.nnz, L.rows, L.cols, L.code_bits);
   double ratio = t_rows > 0 ? t_dense / t_rows : 1e9;
-  int n = std::snprintf(why, sizeof why, "measured %.3f ns per code vs %.3f ns per non-zero: %.2fx the row form's time at %.0f%% density",
-                        1e9 * c.per_code, L.nnz ? 1e9 * t_rows / double(L.nnz) : 0.0, ratio, 100 * density);
+  int n = std::snprintf(why, sizeof why, "measured %.3f ns per code + %.1f ns per row vs %.3f ns per non-zero: %.2fx the "
+                        "row form's time at %.0f%% density", 1e9 * c.per_code, 1e9 * c.per_dense_row,
+                        L.nnz ? 1e9 * t_rows / double(L.nnz) : 0.0, ratio, 100 * density);
   const double llc = last_level_cache_bytes();
   if (weights > llc && L.nnz > 0) {
     const double streamed = weights / (2.0 * double(L.nnz));
