@@ -331,6 +331,92 @@ inline void conv_rows(const ::dcrt::QConvRows& w, const ::dcrt::ConvGeom& g, con
   }
 }
 
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+// conv_rows with every input load aligned. Zen 5 measured (bench/microarch/conv_bound.cpp): an
+// FMA whose 64-byte memory operand crosses a cache line issues once per cycle, an aligned one
+// 1.85 times per cycle; the taps at kx = 1, 2 of a 3x3 kernel always cross. So for each pixel
+// block and block of input channels, the R*sh + ... input rows it reads are copied once into an
+// aligned window, one 16-float row per (channel, kx, row): win[(ic * kw + kx) * nrows + row].
+// Every output channel of the group then reads the window with aligned loads (row stride sh *
+// 16 floats). The copy is kw * nrows vectors per channel, against the group's taps (64
+// channels x ~40 taps x 8 rows per channel block).
+// The window's share of L1 (48 KB on Zen 5). Measured on VGG-16's layers (Zen 5, one thread):
+// 16-40 KB and channel groups of 16-64 are within 10% of each other; 24 KB x 64 the best. What
+// is left is per call: ~120 cycles of accumulator loads and stores and the loop's exit per
+// (channel, channel block, pixel block) against ~7 per tap, at 20-40 taps per call.
+constexpr uint32_t kWinBytes = 24u << 10;
+
+inline void conv_rows_aligned(const ::dcrt::QConvRows& w, const ::dcrt::ConvGeom& g, const int64_t* __restrict coloff,
+                              const float* bias, const float* __restrict xpad, float* __restrict y, uint32_t oc0,
+                              uint32_t oc1, uint32_t oy0, uint32_t oy1, const ::dcrt::ConvEpilogue& ep) {
+  const uint32_t icg = g.in_c / g.groups, ocg = g.out_c / g.groups, taps = g.kh * g.kw;
+  const ::dcrt::PadGeom pg = ::dcrt::pad_geom(g);
+  const size_t rs = size_t(g.sh) * pg.wq, ys = g.out_w;
+  const uint32_t nrows = (kRows - 1) * g.sh + (g.kh - 1) * g.dh + 1;  // window rows of a full band
+  const uint32_t icb = std::max<uint32_t>(1, std::min<uint32_t>(16, kWinBytes / (g.kw * nrows * 64)));
+  const uint32_t nib = (icg + icb - 1) / icb;
+  // Window offsets of every column (channel within its block, kx, ky) and the padded-input
+  // offset of each (channel, kx) row 0 (coloff of ky = 0).
+  std::vector<int64_t> woff(size_t(icg) * taps);
+  for (uint32_t c = 0; c < icg * taps; ++c) {
+    const uint32_t ic = c / taps, ky = c / g.kw % g.kh, kx = c % g.kw;
+    woff[c] = int64_t(((ic % icb) * g.kw + kx) * nrows + ky * g.dh) * kTile;
+  }
+  float* win = static_cast<float*>(::operator new(size_t(icb) * g.kw * nrows * kTile * sizeof(float), std::align_val_t(64)));
+  std::vector<const uint32_t*> bnd(size_t(kOcBlock) * (nib + 1));
+  uint32_t klast[kOcBlock];
+  for (uint32_t ob = oc0; ob < oc1; ob += kOcBlock) {
+    const uint32_t ob1 = std::min(oc1, ob + kOcBlock);
+    for (uint32_t oc = ob; oc < ob1; ++oc) {
+      const uint32_t* e = w.entries + w.rowptr[oc];
+      const uint32_t* e1 = w.entries + w.rowptr[oc + 1];
+      const uint32_t** bo = bnd.data() + size_t(oc - ob) * (nib + 1);
+      for (uint32_t k = 0; k < nib; ++k) {
+        bo[k] = e;
+        const uint32_t col_end = std::min(icg, (k + 1) * icb) * taps;
+        while (e < e1 && (*e >> 8) < col_end) ++e;
+      }
+      bo[nib] = e1;
+      klast[oc - ob] = 0;
+      for (uint32_t k = 1; k < nib; ++k)
+        if (bo[k] != bo[k + 1]) klast[oc - ob] = k;
+    }
+    for (uint32_t oy = oy0; oy < oy1; oy += kRows) {
+      const uint32_t nr = std::min(kRows, oy1 - oy);
+      const uint32_t rows_needed = (nr - 1) * g.sh + (g.kh - 1) * g.dh + 1;
+      for (uint32_t ox0 = 0; ox0 < g.out_w; ox0 += kTile) {
+        const uint32_t n = std::min(kTile, g.out_w - ox0);
+        for (uint32_t k = 0; k < nib; ++k) {
+          const uint32_t ic0 = k * icb, ic1 = std::min(icg, ic0 + icb);
+          uint32_t group = uint32_t(-1);
+          for (uint32_t oc = ob; oc < ob1; ++oc) {
+            const uint32_t** bo = bnd.data() + size_t(oc - ob) * (nib + 1);
+            if (k > 0 && bo[k] == bo[k + 1]) continue;  // no taps in this channel block
+            if (oc / ocg != group) {  // (re)fill the window from this channel's input group
+              group = oc / ocg;
+              const float* xg = xpad + size_t(group) * icg * pg.plane + size_t(oy) * rs + ox0;
+              for (uint32_t ic = ic0; ic < ic1; ++ic)
+                for (uint32_t kx = 0; kx < g.kw; ++kx) {
+                  const float* src = xg + coloff[size_t(ic) * taps + kx];  // (ic, ky = 0, kx)
+                  float* dst = win + size_t(((ic - ic0) * g.kw + kx) * nrows) * kTile;
+                  for (uint32_t r = 0; r < rows_needed; ++r)
+                    _mm512_store_ps(dst + size_t(r) * kTile, _mm512_loadu_ps(src + size_t(r) * pg.wq));
+                }
+            }
+            const size_t yoff = (size_t(oc) * g.out_h + oy) * ys + ox0;
+            const float* rb = ep.res ? ep.res + yoff : nullptr;
+            const bool first = k == 0, last = k == klast[oc - ob];
+            conv_block_n<kRows>(nr, w, bo[k], bo[k + 1], woff.data(), bias[oc], first, last, win,
+                                size_t(g.sh) * kTile, y + yoff, rb, ys, n, ep);
+          }
+        }
+      }
+    }
+  }
+  ::operator delete(win, std::align_val_t(64));
+}
+#endif
+
 // Depthwise convolution (groups = in_c = out_c): same contract as conv_rows for that geometry.
 inline void conv_dw_rows(const ::dcrt::QConvRows& w, const ::dcrt::ConvGeom& g, const int64_t* __restrict coloff,
                          const float* bias, const float* __restrict xpad, float* __restrict y, uint32_t oc0,

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <new>
 #include <vector>
 
 #include "kernels/dense_q8.hpp"
@@ -18,7 +19,7 @@ namespace avx512 {
 void conv_q_rows__avx512(const QConvRows& w, const ConvGeom& g, const int64_t* tapoff, const float* bias,
                          const float*, const float* xpad, float* y, uint32_t oc0, uint32_t oc1, uint32_t oy0,
                          uint32_t oy1, const ConvEpilogue& ep) {
-  avx512::conv_rows(w, g, tapoff, bias, xpad, y, oc0, oc1, oy0, oy1, ep);
+  avx512::conv_rows_aligned(w, g, tapoff, bias, xpad, y, oc0, oc1, oy0, oy1, ep);
 }
 
 void conv_dw_q_rows__avx512(const QConvRows& w, const ConvGeom& g, const int64_t* tapoff, const float* bias,
