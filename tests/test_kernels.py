@@ -158,6 +158,11 @@ CONVS = [
     (3, 18, 21, 4, 3, (2, 3), (1, 2), 1, 0.5, 0),  # sh != sw, ph != pw: phase planes per sw
     (2, 15, 30, 3, (3, 5), (1, 2), (0, 1), 1, 0.7, 0),  # rectangular kernel, stride 2 across
     (40, 13, 18, 5, 3, 1, 1, 1, 0.3, 2),  # 40 channels: 2-3 channel blocks; 13 rows: 8 + 5 (AVX-512 blocks)
+    # 16+ output channels on rows of 16+ pixels: the AVX-512 kernel's aligned windows
+    (20, 17, 37, 24, 3, 1, 1, 1, 0.3, 16),  # 16 + 16 + 5 pixels, 2 channel blocks, 8 + 8 + 1 rows
+    (16, 33, 40, 20, 3, 2, 1, 1, 0.4, 0),  # stride 2: window rows over the phase planes
+    (3, 71, 71, 16, 11, 4, 0, 1, 0.5, 0),  # 11 x 11, stride 4: one channel per window
+    (8, 20, 20, 32, 3, 1, 1, 4, 0.4, 0),  # grouped: the window refills per input group
 ]
 
 

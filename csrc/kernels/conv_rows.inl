@@ -357,13 +357,18 @@ inline void conv_rows_aligned(const ::dcrt::QConvRows& w, const ::dcrt::ConvGeom
   const uint32_t nib = (icg + icb - 1) / icb;
   // Window offsets of every column (channel within its block, kx, ky) and the padded-input
   // offset of each (channel, kx) row 0 (coloff of ky = 0).
-  std::vector<int64_t> woff(size_t(icg) * taps);
+  // Per thread, grown once: a call must not allocate (LeNet-5's convs take microseconds).
+  thread_local std::vector<int64_t> woff;
+  thread_local std::vector<float> win_buf;
+  thread_local std::vector<const uint32_t*> bnd;
+  woff.resize(size_t(icg) * taps);
   for (uint32_t c = 0; c < icg * taps; ++c) {
     const uint32_t ic = c / taps, ky = c / g.kw % g.kh, kx = c % g.kw;
     woff[c] = int64_t(((ic % icb) * g.kw + kx) * nrows + ky * g.dh) * kTile;
   }
-  float* win = static_cast<float*>(::operator new(size_t(icb) * g.kw * nrows * kTile * sizeof(float), std::align_val_t(64)));
-  std::vector<const uint32_t*> bnd(size_t(kOcBlock) * (nib + 1));
+  win_buf.resize(size_t(icb) * g.kw * nrows * kTile + kTile);
+  float* win = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(win_buf.data()) + 63) & ~uintptr_t(63));
+  bnd.resize(size_t(kOcBlock) * (nib + 1));
   uint32_t klast[kOcBlock];
   for (uint32_t ob = oc0; ob < oc1; ob += kOcBlock) {
     const uint32_t ob1 = std::min(oc1, ob + kOcBlock);
@@ -413,7 +418,6 @@ inline void conv_rows_aligned(const ::dcrt::QConvRows& w, const ::dcrt::ConvGeom
       }
     }
   }
-  ::operator delete(win, std::align_val_t(64));
 }
 #endif
 
