@@ -261,7 +261,8 @@ PYBIND11_MODULE(_core, m) {
                                  d["inputs"] = o.inputs;
                                  d["work"] = o.work;
                                  d["threads_b1"] = m.op_threads(o, 1);
-                                 d["wakes_b1"] = m.op_wakes(o, 1);
+                                 d["wakes_b1"] = m.op_wakes(i, 1);
+                                 d["solo_us"] = m.op_solo_us(i);
                                  d["out_shape"] = shape_tuple(o.out);
                                  out.append(d);
                                }

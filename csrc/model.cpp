@@ -17,10 +17,16 @@ double secs(clk::time_point a, clk::time_point b) { return std::chrono::duration
 
 // Work below this many multiply-adds runs on one thread: handing it over costs more.
 constexpr uint64_t kParallelMin = 1 << 13;
-// Ops below this much work (OpDesc::work, all samples) never wake a sleeping worker: measured
-// with bench/gap_latency.py, waking one for LeNet-300-100's ip1 (~19k entries) made calls after
-// a 1 ms gap 15-20% slower than threads=1, while LeNet-5's conv2 (~200k) gains.
+// Until an op has run, only ops of this much work (OpDesc::work, all samples) wake a sleeping
+// worker: measured with bench/gap_latency.py on Zen 3, waking one for LeNet-300-100's ip1
+// (~19k entries) made calls after a 1 ms gap 15-20% slower than threads=1, while LeNet-5's
+// conv2 (~200k) gained.
 constexpr uint64_t kWakeMin = 1 << 16;
+// Once it has run, its measured time decides: a woken vCPU starts 20-50 us after the futex
+// wake on the KVM guests here, so an op shorter than this alone is faster on the caller (on
+// Zen 5 LeNet-5's conv2 takes ~15 us, and waking for it cost 13-28% after gaps; same CPU,
+// bench/gap_latency.py).
+constexpr float kWakeWorthUs = 60.f;
 }  // namespace
 
 namespace {
@@ -100,6 +106,8 @@ Model::Model(const uint8_t* data, size_t size, unsigned threads, const LoadLimit
     throw LimitError("the network needs " + std::to_string(plan_.work) +
                      " multiply-adds per sample, over max_work=" + std::to_string(limits.max_work));
   plan_tensors();
+  op_us_ = std::make_unique<std::atomic<float>[]>(ops_.size());
+  for (size_t i = 0; i < ops_.size(); ++i) op_us_[i].store(-1.f);
   pool_ = std::make_unique<ThreadPool>(threads);
   decode_layers(f);
   for (size_t i = 0; i < ops_.size(); ++i)
@@ -202,8 +210,11 @@ void Model::infer(const float* x, size_t n, float* y, double* op_seconds) const 
 unsigned Model::op_threads(const OpDesc& op, size_t n) const {
   return sat_mul(op.work, n) < kParallelMin ? 1 : pool_->size();
 }
-bool Model::op_wakes(const OpDesc& op, size_t n) const {
-  return op_threads(op, n) > 1 && sat_mul(op.work, n) >= kWakeMin;
+bool Model::op_wakes(size_t i, size_t n) const {
+  const OpDesc& op = ops_[i];
+  if (op_threads(op, n) == 1) return false;
+  const float us = op_us_[i].load(std::memory_order_relaxed);
+  return us < 0 ? sat_mul(op.work, n) >= kWakeMin : us * float(n) >= kWakeWorthUs;
 }
 
 void Model::run_op(size_t i, Workspace& ws, size_t n, float* arena) const {
@@ -216,12 +227,21 @@ void Model::run_op(size_t i, Workspace& ws, size_t n, float* arena) const {
   // Sleeping workers are woken only for ops big enough to pay for the wake-up (a futex call on
   // this thread, and tens of microseconds before a woken vCPU runs); smaller ops use the workers
   // that are awake anyway (the previous op's), or run here alone.
-  const bool wake = op_wakes(op, n);
+  const bool wake = op_wakes(i, n);
   // Split only where someone will help: alone, the caller runs the op's unsplit form.
-  const unsigned tasks = op_threads(op, n) > 1 && pool_->helpers_available(wake) ? pool_->size() : 1;
+  const bool splits = op_threads(op, n) > 1;
+  const unsigned tasks = splits && pool_->helpers_available(wake) ? pool_->size() : 1;
   const float* res = x.residual >= 0 ? arena + n * tensor_off_[x.residual] : nullptr;
   const OpCtx c{*this, op, x, ws, n, in, arena + n * tensor_off_[i + 1], res, tasks, wake};
+  if (!splits) {  // never split, never wakes: nothing to learn
+    op_function(op.type)(c);
+    return;
+  }
+  const auto t0 = clk::now();
   op_function(op.type)(c);
+  const float us = float(1e6 * secs(t0, clk::now()) / double(n)) * (tasks > 1 ? 0.8f * float(tasks) : 1.f);
+  const float old = op_us_[i].load(std::memory_order_relaxed);
+  op_us_[i].store(old < 0 ? us : 0.75f * old + 0.25f * us, std::memory_order_relaxed);
 }
 
 }  // namespace dcrt

@@ -8,6 +8,7 @@
 //   ops/        one file per op family: how an op splits over threads and which kernel runs it
 //   kernels/    the micro-kernels: plain pointers in, outputs out (qsparse, spmv16, dense, ...)
 #pragma once
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -145,9 +146,11 @@ class Model {
   unsigned threads() const { return pool_->size(); }
   const ThreadPool& pool() const { return *pool_; }
   // Per op and batch size: the threads it is split over (1 below a work threshold), and whether
-  // it wakes sleeping workers (only where the work pays for the wake-up).
+  // it wakes sleeping workers (only where it takes long enough to pay for the wake-up: its
+  // time alone per sample, as measured on the calls so far, else its work).
   unsigned op_threads(const OpDesc& op, size_t n) const;
-  bool op_wakes(const OpDesc& op, size_t n) const;
+  bool op_wakes(size_t i, size_t n) const;
+  float op_solo_us(size_t i) const { return op_us_[i].load(std::memory_order_relaxed); }  // -1: not yet run
   const KernelInfo& spmv_rows() const { return *spmv_rows_; }
   const KernelInfo& spmv_cols() const { return *spmv_cols_; }
   const KernelInfo& dense_q8() const { return *dense_q8_; }
@@ -171,6 +174,10 @@ class Model {
   std::vector<float> mean_, inv_std_;
   std::vector<OpDesc> ops_;
   std::vector<ExecOp> exec_;  // per op, fused at load
+  // Per op: its time per sample on one thread in microseconds, a running average over the calls
+  // (a split run counts as its time x threads x 0.8); -1 until it first runs. Relaxed atomics:
+  // calls on several threads may update it at once, any recent value will do.
+  std::unique_ptr<std::atomic<float>[]> op_us_;
   std::vector<ExecLayer> layers_;
   std::string meta_json_;
   LoadStats stats_;

@@ -362,7 +362,9 @@ def test_big_ops_wake_workers_and_spaced_calls_stay_exact(tmp_path):
     """An op big enough wakes a sleeping worker; whatever the gap (around the workers' spin
     window, where the join/close races live), outputs equal threads=1 bit for bit."""
     p = _big_linear(tmp_path)
-    one, two = dcrt.load(p, threads=1), dcrt.load(p, threads=2)
+    # The row form (~600k non-zeros: hundreds of microseconds on any CPU here); the dense
+    # codebook would take ~40 us on Zen 5, too short to be worth a wake-up.
+    one, two = dcrt.load(p, threads=1, dense_codebook="never"), dcrt.load(p, threads=2, dense_codebook="never")
     assert [op["threads_b1"] for op in two._m.ops][0] == 2 and two._m.ops[0]["wakes_b1"]
     rng = np.random.default_rng(1)
     xs = rng.random((8, 2048), dtype=np.float32)
@@ -374,3 +376,26 @@ def test_big_ops_wake_workers_and_spaced_calls_stay_exact(tmp_path):
         np.testing.assert_array_equal(two.infer(xs[i]), ref[i])
     assert two._m.pool_stats["wakeups"] > before
     np.testing.assert_array_equal(two.infer(xs), one.infer(xs))  # batched path too
+    # What decides after the first calls is the op's measured time alone per sample.
+    op = two._m.ops[0]
+    assert op["solo_us"] > 0 and op["wakes_b1"] == (op["solo_us"] >= 60)
+
+
+def test_an_op_wakes_workers_by_its_measured_time(tmp_path):
+    """Before an op has run, its work decides whether it wakes a sleeping worker; after, its
+    measured time alone (a woken vCPU starts tens of microseconds late: shorter ops stay on the
+    caller). The measurement is reported per op and never changes the outputs."""
+    from dcrt.nn import Linear, ReLU, Sequential, he_init
+    m = he_init(Sequential([Linear(512, 400, "a"), ReLU("r"), Linear(400, 10, "b")], input_shape=(512,),
+                           name="mid"), 4)
+    p = tmp_path / "mid.dcz"
+    dcrt.compress(m, p, density=0.5, progress=False)
+    two, one = dcrt.load(p, threads=2, dense_codebook="never"), dcrt.load(p, threads=1)
+    ops = two._m.ops
+    assert ops[0]["solo_us"] == -1 and ops[0]["wakes_b1"]  # ~100k non-zeros: over the work threshold
+    x = np.random.default_rng(2).random((3, 512), dtype=np.float32)
+    for k in range(30):
+        time.sleep(0.002 if k % 2 else 0)
+        np.testing.assert_allclose(two.infer(x[k % 3]), one.infer(x[k % 3]), rtol=1e-5, atol=1e-6)
+    op = two._m.ops[0]
+    assert op["solo_us"] > 0 and op["wakes_b1"] == (op["solo_us"] >= 60)
