@@ -18,10 +18,11 @@ namespace avx512 {
 void conv_q_rows__avx512(const QConvRows& w, const ConvGeom& g, const int64_t* tapoff, const float* bias,
                          const float* x, const float* xpad, float* y, uint32_t oc0, uint32_t oc1, uint32_t oy0,
                          uint32_t oy1, const ConvEpilogue& ep) {
-  // Rows narrower than a 16-pixel tile (LeNet-5's 8 x 8, ResNet's 7 x 7) waste most of a
-  // 16-lane block: the AVX2 kernel's 8-lane halves and 4-row blocks fit them better (LeNet-5
-  // 0.024 vs 0.037 ms, Zen 5). Below 16 output channels the window is not worth copying.
-  if (g.out_w < 16) return conv_q_rows__avx2(w, g, tapoff, bias, x, xpad, y, oc0, oc1, oy0, oy1, ep);
+  // Rows of under 12 pixels (LeNet-5's 8 x 8, ResNet's 7 x 7) waste most of a 16-lane block:
+  // the AVX2 kernel's 8-lane halves and 4-row blocks fit them better (LeNet-5 0.024 vs 0.037
+  // ms, Zen 5); from 12 pixels (VGG-16's 14 x 14: 41 vs 27 GMAC/s) the AVX-512 blocks win.
+  // Below 16 output channels the window is not worth copying.
+  if (g.out_w < 12) return conv_q_rows__avx2(w, g, tapoff, bias, x, xpad, y, oc0, oc1, oy0, oy1, ep);
   if (oc1 - oc0 < 16) return avx512::conv_rows(w, g, tapoff, bias, xpad, y, oc0, oc1, oy0, oy1, ep);
   avx512::conv_rows_aligned(w, g, tapoff, bias, xpad, y, oc0, oc1, oy0, oy1, ep);
 }
