@@ -69,7 +69,10 @@ def atomic_write(path, mode: str = "wb"):
     path = os.fspath(path)
     d = os.path.dirname(os.path.abspath(path))
     clean_stale(d)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-{os.getpid()}-", dir=d)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-{os.getpid()}-", dir=d)
+    except OSError as e:  # the error names the target, not the temp file nobody asked for
+        raise type(e)(e.errno, e.strerror, path) from None
     try:
         with os.fdopen(fd, mode) as f:
             yield f

@@ -1,4 +1,4 @@
-"""Command line: dcrt compress | info | run | bench  (also `python -m dcrt`)."""
+"""Command line: dcrt compress | info | run | pipeline | figure | bench | serve  (also `python -m dcrt`)."""
 from __future__ import annotations
 
 import argparse
@@ -50,8 +50,9 @@ def cmd_compress(a):
                         index_bits=5 if index_bits is None else index_bits, init=a.init,
                         chunk_symbols=a.chunk_symbols, max_code_len=a.max_code_len,
                         storage=_per_layer_opt(a.storage, str) or "auto", seed=a.seed, progress=not a.quiet)
-    print(rep)
-    print(f"wrote {a.output} ({rep.file_bytes:,} bytes) in {time.perf_counter() - t:.1f}s")
+    if not a.quiet:  # -q: nothing but errors
+        print(rep)
+        print(f"wrote {a.output} ({rep.file_bytes:,} bytes) in {time.perf_counter() - t:.1f}s")
 
 
 def cmd_info(a):
@@ -67,19 +68,40 @@ def cmd_info(a):
         print(f"{k}: {v}")
 
 
-def cmd_run(a):
+def _load(a):
+    """The model on --device (threads apply to the CPU)."""
     import dcrt
-    m = dcrt.load(a.file, threads=a.threads)
+    if a.device == "cpu":
+        return dcrt.load(a.file, threads=a.threads)
+    if a.threads is not None:
+        raise ValueError(f"--threads is for the CPU; --device {a.device} runs on the GPU")
+    return dcrt.load(a.file, device=a.device)
+
+
+def _host(y):
+    return y.get() if hasattr(y, "get") else y  # cupy -> numpy
+
+
+def _device_input(m, x):
+    if getattr(m, "device", "cpu") == "cpu":
+        return x
+    import cupy
+    return cupy.asarray(x)
+
+
+def cmd_run(a):
+    m = _load(a)
     x = np.load(a.input)
     if x.dtype != np.float32 and a.cast:
         x = x.astype(np.float32)
+    xd = _device_input(m, x)
     t = time.perf_counter()
-    y = m.infer(x)
+    y = _host(m.infer(xd))
     dt = time.perf_counter() - t
     if a.output:
         np.save(a.output, y)
         print(f"wrote {a.output} {list(y.shape)} ({1e3 * dt:.2f} ms)")
-    else:
+    elif not a.top:  # --top prints the classes instead of the array
         with np.printoptions(precision=5, suppress=True, threshold=50):
             print(y)
     if a.top and y.ndim >= 1:
@@ -147,23 +169,67 @@ def _time(fn, repeat, warmup, desc, quiet):
 def cmd_bench(a):
     import dcrt
     t = time.perf_counter()
-    m = dcrt.load(a.file, threads=a.threads)
+    m = _load(a)
     load_ms = 1e3 * (time.perf_counter() - t)
     x = np.random.default_rng(0).random((a.batch,) + tuple(m.input_shape), dtype=np.float32)
-    rows = [("dcrt infer", _time(lambda: m.infer(x), a.repeat, a.warmup, "dcrt", a.quiet))]
+    xd = _device_input(m, x)
+    if a.device != "cpu":
+        import cupy
+        sync = cupy.cuda.get_current_stream().synchronize
+        fn = lambda: (m.infer(xd), sync())  # noqa: E731
+    else:
+        fn = lambda: m.infer(x)  # noqa: E731
+    rows = [("dcrt infer", _time(fn, a.repeat, a.warmup, "dcrt", a.quiet))]
     if not a.no_dense:
         dense = dcrt.decompress(a.file)
         rows.append(("numpy dense forward", _time(lambda: dense.forward(x), max(3, a.repeat // 4),
                                                   min(a.warmup, 2), "numpy", a.quiet)))
-        err = float(np.abs(m.infer(x) - dense.forward(x)).max())
-    print(f"{m.name}: batch {a.batch}, {m.threads} threads, load {load_ms:.1f} ms "
-          f"(native decode {1e3 * m.load_stats['decode_s']:.1f} ms)")
+        err = float(np.abs(_host(m.infer(xd)) - dense.forward(x)).max())
+    where = f"{m.threads} threads" if a.device == "cpu" else a.device
+    decode = m.load_stats.get("decode_s")
+    print(f"{m.name}: batch {a.batch}, {where}, load {load_ms:.1f} ms"
+          + (f" (native decode {1e3 * decode:.1f} ms)" if decode is not None else ""))
     print(f"{'':22}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}{'mean ms':>10}{'vs dcrt':>9}")
     base = rows[0][1]["p50"]
     for name, r in rows:
         print(f"{name:22}{r['p50']:10.3f}{r['p90']:10.3f}{r['p99']:10.3f}{r['mean']:10.3f}{r['p50'] / base:8.2f}x")
     if not a.no_dense:
         print(f"max |dcrt - numpy| = {err:.3g}")
+
+
+def _positive(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
+    return v
+
+
+def _nonnegative(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {v}")
+    return v
+
+
+def _device(text):
+    if text == "cpu" or text == "cuda" or (text.startswith("cuda:") and text[5:].isdigit()):
+        return text
+    raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got {text!r}")
+
+
+def cmd_serve(a):
+    from dcrt.serve import serve
+    if a.device != "cpu" and a.threads is not None:
+        raise ValueError(f"--threads is for the CPU; --device {a.device} runs on the GPU")
+    serve(a.models, host=a.host, port=a.port, max_batch=a.max_batch, max_delay_ms=a.max_delay_ms,
+          max_queue=a.max_queue, max_body_mb=a.max_body_mb, device=a.device, threads=a.threads,
+          log_level="warning" if a.quiet else "info")
 
 
 def main(argv=None):
@@ -194,7 +260,8 @@ def main(argv=None):
     r.add_argument("input", help=".npy, float32, [N, *input_shape] or one sample")
     r.add_argument("-o", "--output", help="save the output as .npy")
     r.add_argument("--top", type=int, default=0, help="print the top-K classes per sample")
-    r.add_argument("--threads", type=int)
+    r.add_argument("--threads", type=_positive)
+    r.add_argument("--device", type=_device, default="cpu", help="cpu (default), cuda or cuda:N")
     r.add_argument("--cast", action="store_true", help="convert the input to float32")
     r.set_defaults(fn=cmd_run)
     pl = sub.add_parser("pipeline", help="train, prune, quantize, fine-tune and Huffman-code on real data",
@@ -236,18 +303,40 @@ def main(argv=None):
     fg.set_defaults(fn=cmd_figure)
     b = sub.add_parser("bench", help="latency of infer against the dense numpy forward of the same network")
     b.add_argument("file")
-    b.add_argument("--batch", type=int, default=1)
-    b.add_argument("--repeat", type=int, default=50)
-    b.add_argument("--warmup", type=int, default=5)
-    b.add_argument("--threads", type=int)
+    b.add_argument("--batch", type=_positive, default=1)
+    b.add_argument("--repeat", type=_positive, default=50)
+    b.add_argument("--warmup", type=_nonnegative, default=5)
+    b.add_argument("--threads", type=_positive)
+    b.add_argument("--device", type=_device, default="cpu", help="cpu (default), cuda or cuda:N")
     b.add_argument("--no-dense", action="store_true", help="skip the numpy baseline")
     b.add_argument("-q", "--quiet", action="store_true")
     b.set_defaults(fn=cmd_bench)
+
+    sv = sub.add_parser("serve", help="serve .dcz models over HTTP (KServe v2 / Open Inference Protocol; "
+                                      "needs the serve extra)",
+                        description="Serve .dcz models over HTTP with the KServe v2 REST protocol that Triton, "
+                                    "KServe and MLServer speak (JSON tensors and the binary tensor extension), "
+                                    "dynamic batching and Prometheus metrics at /metrics. Example: dcrt serve "
+                                    "lenet5.dcz --port 8000, then POST /v2/models/lenet5/infer.")
+    sv.add_argument("models", nargs="+", metavar="MODEL", help="a .dcz file (named after it) or NAME=FILE.dcz")
+    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--max-batch", type=_positive, default=32,
+                    help="samples per batched infer; 1 turns dynamic batching off (default 32)")
+    sv.add_argument("--max-delay-ms", type=float, default=2.0,
+                    help="how long a request waits for others to batch with (default 2)")
+    sv.add_argument("--max-queue", type=_positive, default=256,
+                    help="requests per model that may wait; more get 503 with Retry-After (default 256)")
+    sv.add_argument("--max-body-mb", type=float, default=64.0, help="larger request bodies get 413 (default 64)")
+    sv.add_argument("--threads", type=_positive, help="threads per model (default: every core)")
+    sv.add_argument("--device", type=_device, default="cpu", help="cpu (default), cuda or cuda:N")
+    sv.add_argument("-q", "--quiet", action="store_true", help="no access log")
+    sv.set_defaults(fn=cmd_serve)
     a = ap.parse_args(argv)
     from dcrt.errors import FormatError
     try:
         a.fn(a)
-    except (FormatError, ValueError, TypeError, OSError) as e:
+    except (FormatError, ValueError, TypeError, OSError, RuntimeError) as e:
         print(f"dcrt {a.cmd}: error: {e}", file=sys.stderr)
         return 2
     return 0

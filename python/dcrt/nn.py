@@ -435,6 +435,12 @@ class Sequential:
         return {f"{l.name}.{p}": getattr(l, p) for l in self.weighted() for p in l.param_names}
 
     def load_state_dict(self, state):
+        expected = self.state_dict()
+        unknown = [k for k in state if k not in expected]
+        if unknown:
+            raise ValueError(f"{len(unknown)} parameters name nothing in {self.name!r}: {sorted(unknown)[:5]}"
+                             f"{' ...' if len(unknown) > 5 else ''}; its parameters are {sorted(expected)[:8]}"
+                             f"{' ...' if len(expected) > 8 else ''}")
         for key, arr in state.items():
             lname, _, pname = key.rpartition(".")
             layer = self[lname]
