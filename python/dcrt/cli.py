@@ -323,8 +323,9 @@ def main(argv=None):
     sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--max-batch", type=_positive, default=32,
                     help="samples per batched infer; 1 turns dynamic batching off (default 32)")
-    sv.add_argument("--max-delay-ms", type=float, default=2.0,
-                    help="how long a request waits for others to batch with (default 2)")
+    sv.add_argument("--max-delay-ms", type=float, default=0.0,
+                    help="how long a batch waits for more requests once it has one (default 0: a batch is "
+                         "what queued while the previous one ran, as Triton's default)")
     sv.add_argument("--max-queue", type=_positive, default=256,
                     help="requests per model that may wait; more get 503 with Retry-After (default 256)")
     sv.add_argument("--max-body-mb", type=float, default=64.0, help="larger request bodies get 413 (default 64)")

@@ -1,6 +1,6 @@
 """Serving .dcz models over HTTP (KServe v2 / Open Inference Protocol) with dynamic batching.
 
-    dcrt serve lenet5.dcz alexnet.dcz --port 8000 --max-batch 32 --max-delay-ms 2
+    dcrt serve lenet5.dcz alexnet.dcz --port 8000 --max-batch 32
 
 needs the ``serve`` extra (``pip install 'dcrt[serve]'``: uvicorn, Starlette, prometheus_client).
 :func:`create_app` (:mod:`dcrt.serve.app`) gives the ASGI app to embed elsewhere; the wire
@@ -44,7 +44,7 @@ def load_models(paths: dict, device: str = "cpu", threads: int | None = None) ->
 
 
 def serve(specs: list[str], host: str = "127.0.0.1", port: int = 8000, *, max_batch: int = 32,
-          max_delay_ms: float = 2.0, max_queue: int = 256, max_body_mb: float = 64.0, device: str = "cpu",
+          max_delay_ms: float = 0.0, max_queue: int = 256, max_body_mb: float = 64.0, device: str = "cpu",
           threads: int | None = None, log_level: str = "info", graceful_s: float = 30.0) -> None:
     """Load ``specs`` and serve them until SIGINT/SIGTERM (in-flight requests are finished,
     for up to ``graceful_s`` seconds)."""
@@ -61,7 +61,8 @@ def serve(specs: list[str], host: str = "127.0.0.1", port: int = 8000, *, max_ba
         print(f"dcrt serve: {name} ({m.path}): input [N, {', '.join(map(str, m.input_shape))}] -> "
               f"[N, {', '.join(map(str, m.output_shape))}], {getattr(m, 'threads', '?')} threads; "
               f"POST http://{host}:{port}/v2/models/{name}/infer", file=sys.stderr, flush=True)
-    print(f"dcrt serve: batching up to {max_batch} samples within {max_delay_ms:g} ms"
+    print(f"dcrt serve: batching up to {max_batch} samples" + (f", waiting up to {max_delay_ms:g} ms for them"
+                                                               if max_delay_ms > 0 else "")
           if max_batch > 1 else "dcrt serve: no batching (--max-batch 1)", file=sys.stderr, flush=True)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=graceful_s,
                             lifespan="on")

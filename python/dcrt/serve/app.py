@@ -63,10 +63,11 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def create_app(models: dict, *, max_batch: int = 32, max_delay_ms: float = 2.0, max_queue: int = 256,
+def create_app(models: dict, *, max_batch: int = 32, max_delay_ms: float = 0.0, max_queue: int = 256,
                max_body_bytes: int = 64 << 20, version: str | None = None) -> Starlette:
     """A Starlette app serving ``models`` ({name: loaded dcrt.Model}). ``max_batch`` samples per
-    batched infer (1: no batching), gathered for at most ``max_delay_ms`` after the first;
+    batched infer (1: no batching): what queued while the previous batch ran, plus what
+    arrives within ``max_delay_ms`` after the first (default 0: no waiting);
     ``max_queue`` requests per model may wait before new ones get 503; bodies over
     ``max_body_bytes`` get 413."""
     if version is None:

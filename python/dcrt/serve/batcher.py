@@ -3,7 +3,8 @@
 The runtime's batched kernels cost several times less per sample than batch 1, so a server
 that answers many small requests at once should run them together. A :class:`Batcher` takes
 requests (each ``[n, *input_shape]``) on an asyncio queue; its loop takes the first waiting
-request, then whatever arrives within ``max_delay`` seconds, up to ``max_batch`` samples,
+request and every other one already queued (those that arrived while the previous batch ran),
+then whatever arrives within ``max_delay`` seconds (0: none), up to ``max_batch`` samples,
 runs one ``infer`` on their concatenation in a worker thread (the runtime releases the GIL),
 and hands each request back exactly its rows. A request larger than ``max_batch`` runs alone.
 If a batch fails (an input the runtime refuses), each of its requests is rerun alone, so an
@@ -26,7 +27,7 @@ class QueueFull(Exception):
 
 
 class Batcher:
-    def __init__(self, model, *, max_batch: int = 32, max_delay: float = 0.002, max_queue: int = 256,
+    def __init__(self, model, *, max_batch: int = 32, max_delay: float = 0.0, max_queue: int = 256,
                  on_batch=None):
         self.model = model
         self.max_batch, self.max_delay, self.max_queue = int(max_batch), float(max_delay), int(max_queue)
