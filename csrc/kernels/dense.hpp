@@ -23,7 +23,8 @@ void transpose_f32__avx2(const float* src, size_t ld_src, float* dst, size_t ld_
 void maxpool_f32(const PoolGeom& g, const float* x, float* y, uint32_t c0, uint32_t c1);
 void avgpool_f32(const PoolGeom& g, const float* x, float* y, uint32_t c0, uint32_t c1);
 // Caffe LRN across channels; one sample [c, hw]; x and y must not overlap.
-void lrn_f32(const float* x, float* y, uint32_t c, size_t hw, uint32_t size, float alpha, float beta, float k);
+void lrn_f32(const float* x, float* y, uint32_t c, size_t hw, uint32_t size, float alpha, float beta, float k,
+             uint32_t c0, uint32_t c1);
 // Softmax over the channel axis of one sample [c, hw].
 void softmax_f32(const float* x, float* y, uint32_t c, size_t hw);
 // Plain fp32 layers. y[r] = b[r] + W[r, :] . x for rows [r0, r1).

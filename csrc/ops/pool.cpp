@@ -1,4 +1,6 @@
 // Window and normalisation ops of format 1.0: max/avg pooling, LRN, softmax.
+#include <algorithm>
+
 #include "../kernels/dense.hpp"
 #include "ops.hpp"
 
@@ -24,8 +26,12 @@ void run_pool(const OpCtx& c) {
 void run_lrn(const OpCtx& c) {
   const OpDesc& op = c.op;
   const size_t in_sz = op.in.numel(), out_sz = op.out.numel(), hw = size_t(op.in.d[1]) * op.in.d[2];
-  c.par(c.n, [&](size_t s, unsigned) {
-    lrn_f32(c.in[0] + s * in_sz, c.out + s * out_sz, op.in.d[0], hw, op.p[0], op.f[1], op.f[2], op.f[3]);
+  // Samples x channel ranges: batch 1 splits its channels over the threads too.
+  const uint32_t ch = op.in.d[0], parts = c.tasks > 1 && c.n < c.tasks ? std::min<uint32_t>(c.tasks, ch) : 1;
+  c.par(c.n * parts, [&](size_t t, unsigned) {
+    const size_t s = t / parts, p = t % parts;
+    lrn_f32(c.in[0] + s * in_sz, c.out + s * out_sz, ch, hw, op.p[0], op.f[1], op.f[2], op.f[3],
+            uint32_t(ch * p / parts), uint32_t(ch * (p + 1) / parts));
   });
 }
 
