@@ -36,9 +36,10 @@ import dcrt.torch as dt
 from dcrt import data
 
 
-def build(arch: str, width: int, seed: int):
+def build(arch: str, width: int, seed: int, dropout: float = 0.2):
     """transformers' definitions, random init: ResNet-18 at ``width`` channels in its first stage
-    (64 in the original), or MobileNetV2 at depth multiplier ``width / 32`` (32: the original)."""
+    (64 in the original), or MobileNetV2 at depth multiplier ``width / 32`` (32: the original) with
+    ``dropout`` before its classifier (transformers' default, 0.8, is ImageNet's)."""
     torch.manual_seed(seed)
     if arch == "resnet18":
         from transformers import ResNetConfig, ResNetForImageClassification
@@ -46,8 +47,16 @@ def build(arch: str, width: int, seed: int):
                            hidden_sizes=[width, 2 * width, 4 * width, 8 * width], num_labels=10)
         return ResNetForImageClassification(cfg)
     from transformers import MobileNetV2Config, MobileNetV2ForImageClassification
-    cfg = MobileNetV2Config(num_channels=1, image_size=28, depth_multiplier=width / 32, num_labels=10)
-    return MobileNetV2ForImageClassification(cfg)
+    cfg = MobileNetV2Config(num_channels=1, image_size=28, depth_multiplier=width / 32, num_labels=10,
+                            classifier_dropout_prob=dropout)
+    net = MobileNetV2ForImageClassification(cfg)
+    # transformers builds these batch norms with momentum=0.997, TensorFlow's decay carried over
+    # into PyTorch, where momentum is the weight of the *new* batch: the running statistics are
+    # then those of the last training batch, and evaluation swings by points from batch to batch.
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = 0.1  # PyTorch's default
+    return net
 
 
 class Classifier(torch.nn.Module):
@@ -91,6 +100,10 @@ def fit(model, ds, epochs, lr, args, rng, stage, log):
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     for ep in range(epochs):
         model.train()
+        if stage == "finetune":  # batch norms kept (--keep-bn) keep their statistics: the codes cannot follow them
+            for m in model.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.eval()
         t0, total, n = time.perf_counter(), 0.0, 0
         for xb, yb in batches(ds.train.x, ds.train.y, args.batch, rng, augment=True):
             opt.zero_grad()
@@ -126,6 +139,7 @@ def main(argv=None):
     ap.add_argument("--subset", type=int, default=0, help="> 0: a stratified training subset (quick runs)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", help="write the summary here")
+    ap.add_argument("--dropout", type=float, default=0.2, help="mobilenet_v2: dropout before the classifier")
     ap.add_argument("--keep-bn", action="store_true",
                     help="quantize the convs with their batch norms kept as per-channel ops (MobileNetV2: folding "
                          "its per-channel scales into the weights first leaves one 5-bit codebook for channels of "
@@ -143,7 +157,7 @@ def main(argv=None):
     ds = data.fashion_mnist(image=True, seed=args.seed)
     if args.subset:
         ds.train = ds.train.subset(args.subset, args.seed)
-    model = Classifier(build(args.arch, args.width, args.seed), float(ds.train.x.mean()), float(ds.train.x.std()))
+    model = Classifier(build(args.arch, args.width, args.seed, args.dropout), float(ds.train.x.mean()), float(ds.train.x.std()))
     example = torch.from_numpy(ds.test.x[:1])
     fp32_bytes = 4 * sum(p.numel() for n, p in model.named_parameters() if "normalization" not in n)
     times, rows = {}, []
