@@ -3,6 +3,14 @@ from PyTorch and compressed, against ONNX Runtime and PyTorch running the dense 
 run; file size, load time, peak RSS, and where dcrt's time goes per layer type.
 
     pip install torch==2.13.0 ".[torch,onnx,models]" && python bench/own_models.py --out bench/RESULTS-own-models.md
+    python bench/own_models.py --fashion --out bench/RESULTS-fashion-nets.md
+
+``--fashion``: the networks of examples/resnet_fashion.py instead (ResNet-18 and MobileNetV2 at
+width 16, 1x28x28 inputs), compressed the way the example compresses them (dcrt.torch's prune to
+its final densities, batch norms folded for ResNet and kept for MobileNetV2, 5-bit k-means,
+dcrt.compress writing exactly that) but without the training: speed depends on the shapes, the
+densities and the storage each layer gets, not on the trained values. The peers run
+``dcrt.torch.strip`` of the same module (its effective weights, dense).
 
 Random weights and batch-norm statistics (no downloads); dcrt compresses every layer to the
 density given (default 0.3: 70% pruned) with 6-bit codebooks (storage "auto": plain fp32 where
@@ -26,6 +34,35 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from machine import cpu_line  # noqa: E402
 
 THREADS = 2
+#: examples/resnet_fashion.py's final densities (layers of 10k weights or more, the smaller ones)
+#: and codebook bits per network, as in bench/RESULTS-training.md.
+FASHION = {"resnet18": (0.07, 0.3, 5), "mobilenet_v2": (0.5, 0.7, 5)}
+
+
+def fashion_models():
+    """examples/resnet_fashion.py's two networks (width 16, 28x28), untrained."""
+    import importlib.util
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples", "resnet_fashion.py")
+    spec = importlib.util.spec_from_file_location("resnet_fashion", path)
+    ex = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ex)
+    return {name: ex.Classifier(ex.build(name, 16, seed=0), 0.286, 0.353).eval() for name in FASHION}
+
+
+def fashion_compress(name, m, x1, path):
+    """The example's compression stages on ``m`` (no training), written to ``path``; returns the
+    stripped dense module the peers run."""
+    import dcrt
+    import dcrt.torch as dt
+    big, small, bits = FASHION[name]
+    dt.prune(m, density={n: big if l.weight.numel() >= 10_000 else max(big, small)
+                         for n, l in dt.named_layers(m).items()})
+    if name == "resnet18":
+        dt.fold_batchnorm(m, x1)
+    dt.quantize(m, bits=bits)
+    m.eval()
+    dcrt.compress(m, path, example_input=x1, progress=False)
+    return dt.strip(m).eval()
 
 
 def models():
@@ -88,58 +125,73 @@ def main(argv=None):
     ap.add_argument("--density", type=float, default=0.3)
     ap.add_argument("--bits", type=int, default=6)
     ap.add_argument("--nets", default="resnet18,mobilenet_v2")
+    ap.add_argument("--fashion", action="store_true",
+                    help="examples/resnet_fashion.py's networks (width 16, 28x28) compressed by its recipe")
     ap.add_argument("--out")
     args = ap.parse_args(argv)
     import onnxruntime as ort
     import torch
     import dcrt
     torch.set_num_threads(THREADS)
+    unit, scale = ("µs", 1e6) if args.fashion else ("ms", 1e3)
     lines = [f"CPU: {cpu_line()}", "",
              f"Command: `python bench/own_models.py{' ' + ' '.join(argv if argv is not None else sys.argv[1:])}` "
              f"(dcrt {dcrt.__version__}, torch {torch.__version__}, onnxruntime {ort.__version__}, Python "
-             f"{platform.python_version()}); {THREADS} threads everywhere; dcrt runs the file compressed at density "
-             f"{args.density} with {args.bits}-bit codebooks, the peers the dense fp32 model; medians.", "",
-             "| network | batch | dcrt ms | onnxruntime ms | torch ms | ort/dcrt | torch/dcrt |", "|---|---:|---:|---:|---:|---:|---:|"]
+             f"{platform.python_version()}); {THREADS} threads everywhere; dcrt runs the file compressed "
+             + ("by examples/resnet_fashion.py's recipe (final densities, bits: " +
+                ", ".join(f"{k} {v[0]}/{v[1]}, {v[2]}-bit" for k, v in FASHION.items()) + "; untrained weights)"
+                if args.fashion else f"at density {args.density} with {args.bits}-bit codebooks")
+             + ", the peers the same weights dense in fp32; medians.", "",
+             f"| network | batch | dcrt {unit} | onnxruntime {unit} | torch {unit} | ort/dcrt | torch/dcrt |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     size_rows, prof_rows = [], []
     with tempfile.TemporaryDirectory() as d:
-        for name, m in models().items():
+        shape = (1, 28, 28) if args.fashion else (3, 224, 224)
+        for name, m in (fashion_models() if args.fashion else models()).items():
             if name not in args.nets.split(","):
                 continue
-            x1 = torch.rand(1, 3, 224, 224)
+            x1 = torch.rand(1, *shape)
+            p = os.path.join(d, f"{name}.dcz")
+            t0 = time.perf_counter()
+            if args.fashion:
+                m = fashion_compress(name, m, x1, p)
+            else:
+                dcrt.compress(m, p, example_input=x1, density=args.density, bits=args.bits, progress=False)
+            comp_s = time.perf_counter() - t0
             onnx_path = os.path.join(d, f"{name}.onnx")
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 torch.onnx.export(m, (x1,), onnx_path, input_names=["x"], output_names=["y"], dynamo=True,
-                                  dynamic_shapes={"pixel_values": {0: torch.export.Dim("batch")}})
-            p = os.path.join(d, f"{name}.dcz")
-            t0 = time.perf_counter()
-            dcrt.compress(m, p, example_input=x1, density=args.density, bits=args.bits, progress=False)
-            comp_s = time.perf_counter() - t0
+                                  dynamic_shapes={"x" if args.fashion else "pixel_values": {0: torch.export.Dim("batch")}})
             data = open(p, "rb").read()
             load_ms = 1e3 * median_s(lambda: dcrt.loads(data, threads=THREADS), 5)
             dm = dcrt.load(p, threads=THREADS)
             so = ort.SessionOptions()
             so.intra_op_num_threads, so.inter_op_num_threads = THREADS, 1
             sess = ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
-            for batch, calls in ((1, 20), (16, 4)):
-                xb = np.random.default_rng(batch).random((batch, 3, 224, 224), dtype=np.float32)
+            for batch, calls in (((1, 200), (64, 20)) if args.fashion else ((1, 20), (16, 4))):
+                xb = np.random.default_rng(batch).random((batch, *shape), dtype=np.float32)
                 y = dm.infer(xb)
                 ref = dcrt.decompress(p).forward(xb[:1]) if batch == 1 else None
                 if ref is not None:
                     assert np.abs(y[:1] - ref).max() <= 1e-3 * np.abs(ref).max() + 1e-5
+                    with torch.no_grad():
+                        peer = m(torch.from_numpy(xb[:1])).detach()
+                    peer = getattr(peer, "logits", peer).numpy()
+                    assert np.abs(y[:1] - peer).max() <= 1e-3 * np.abs(peer).max() + 1e-4, "peer computes another net"
                 t_d = median_s(lambda: dm.infer(xb), calls)
                 t_o = median_s(lambda: sess.run(None, {"x": xb}), calls)
                 xt = torch.from_numpy(xb)
                 with torch.no_grad():
                     t_t = median_s(lambda: m(xt), calls)
-                lines.append(f"| {name} | {batch} | {t_d * 1e3:.1f} | {t_o * 1e3:.1f} | {t_t * 1e3:.1f} | "
+                lines.append(f"| {name} | {batch} | {t_d * scale:.1f} | {t_o * scale:.1f} | {t_t * scale:.1f} | "
                              f"{t_o / t_d:.2f}× | {t_t / t_d:.2f}× |")
                 print(lines[-1], flush=True)
             fp32 = sum(4 * v.numel() for k, v in m.state_dict().items() if "num_batches" not in k)
             base, peak = peak_rss_mb(p)
             size_rows.append(f"| {name} | {fp32 / 1e6:.1f} | {len(data) / 1e6:.2f} | {fp32 / len(data):.1f}× | "
                              f"{load_ms:.1f} | {peak - base:.0f} | {comp_s:.0f} |")
-            prof = dm.profile(np.random.default_rng(0).random((1, 3, 224, 224), dtype=np.float32), 5)
+            prof = dm.profile(np.random.default_rng(0).random((1, *shape), dtype=np.float32), 5)
             total = sum(q["seconds"] for q in prof)
             by, fused = {}, {}
             for q, op in zip(prof, dm._m.ops):

@@ -122,6 +122,20 @@ void linear_f32(const float* w, const float* b, const float* __restrict x, float
   }
 }
 
+void gemm_lanes_f32(const float* w, uint32_t cols, const float* x, size_t ldx, float* y, size_t ldy, size_t n,
+                    uint32_t r0, uint32_t r1) {
+  for (uint32_t r = r0; r < r1; ++r) {
+    float* __restrict yr = y + size_t(r) * ldy;
+    const float* wr = w + size_t(r) * cols;
+    for (uint32_t k = 0; k < cols; ++k) {
+      const float v = wr[k];
+      if (v == 0.f) continue;
+      const float* __restrict xr = x + size_t(k) * ldx;
+      for (size_t i = 0; i < n; ++i) yr[i] += v * xr[i];  // contiguous: vectorised by the compiler
+    }
+  }
+}
+
 void conv_f32(const float* w, uint32_t cols, const ConvGeom& g, const int64_t* tapoff, const float* bias,
               const float* xpad, float* y, uint32_t oc0, uint32_t oc1, uint32_t oy0, uint32_t oy1,
               const ConvEpilogue& ep) {

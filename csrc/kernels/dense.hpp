@@ -29,6 +29,10 @@ void lrn_f32(const float* x, float* y, uint32_t c, size_t hw, uint32_t size, flo
 void softmax_f32(const float* x, float* y, uint32_t c, size_t hw);
 // Plain fp32 layers. y[r] = b[r] + W[r, :] . x for rows [r0, r1).
 void linear_f32(const float* w, const float* b, const float* x, float* y, uint32_t cols, uint32_t r0, uint32_t r1);
+// Plain fp32 rows on the [cols, lanes] layout: y[r * ldy + i] += sum_k w[r * cols + k] * x[k * ldx + i]
+// for r in [r0, r1), i < n (zero weights skipped). The dense twin of SpmmRowsFn.
+void gemm_lanes_f32(const float* w, uint32_t cols, const float* x, size_t ldx, float* y, size_t ldy, size_t n,
+                    uint32_t r0, uint32_t r1);
 // Dense conv of one sample, output channels [oc0, oc1) x output rows [oy0, oy1); w is
 // [out_c, cols] row-major.
 // Same input contract as ConvFn: padded input xpad (+ kConvSlack) and conv_tap_offsets.

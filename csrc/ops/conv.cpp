@@ -1,11 +1,164 @@
 // conv2d: pointwise convs as sparse products on [C, H*W]; the rest direct on the phase-split
 // padded input (kernels/qsparse.hpp PadGeom), depthwise ones on their own kernel.
 #include <algorithm>
+#include <vector>
 
 #include "../kernels/dense.hpp"
 #include "ops.hpp"
 
 namespace dcrt {
+
+namespace {
+
+// Below this many output pixels a sample's pixels fill too few vector lanes for the per-sample
+// kernels (MobileNetV2 / ResNet-18 on 28x28 inputs end at 1x1-4x4 maps, where each (sample,
+// channel) call did a handful of FMAs): batches then run packed_conv.
+constexpr size_t kPackedMaxPixels = 64;
+// Floats of the im2col block of one slice of samples (a few hundred KB: stays in L2 while
+// every output row reads it).
+constexpr size_t kPackedBlockFloats = size_t(1) << 16;
+
+// A conv over a batch of small feature maps as one product on [columns, lanes], the lanes being
+// every (sample, output pixel) of a slice of samples: the im2col block B[in_c * kh * kw][lanes]
+// (zeros where a tap reads padding), then Y[out_c][lanes] = bias + W x B (the batched sparse
+// kernel on the layer's rows layout, group by group, or plain fp32 rows), then back to NCHW
+// with the epilogue (+ residual, clamp) in the unfused order. Same sums as the per-sample
+// kernels, other summation order (tests/test_runtime.py compares it with batch 1).
+void packed_conv(const OpCtx& c, const ExecLayer& L, const ConvGeom& g) {
+  const float* x = c.in[0];
+  float* y = c.out;
+  const size_t n = c.n, in_sz = size_t(g.in_c) * g.in_h * g.in_w, out_sz = c.op.out.numel();
+  const size_t ohw = size_t(g.out_h) * g.out_w, taps = size_t(g.kh) * g.kw;
+  const size_t K = size_t(g.in_c) * taps;  // all groups' columns: group q's are [q * cols, (q + 1) * cols)
+  const uint32_t ocg = g.out_c / g.groups, cols = L.cols;
+  const size_t per_sample = std::max(K, size_t(g.out_c)) * ohw;
+  const size_t ns = std::max<size_t>(1, std::min(n, kPackedBlockFloats / std::max<size_t>(1, per_sample)));
+  const size_t ld = ns * ohw;
+  std::vector<float>& buf = c.ws.packed;
+  if (buf.size() < (K + g.out_c) * ld) buf.resize((K + g.out_c) * ld);  // this caller's, grows once
+  float* B = buf.data();
+  float* Y = B + K * ld;
+  const bool sparse = L.storage == kStorageSparse;
+  const QConvRows w = sparse ? L.conv_view() : QConvRows{};
+  const SpmmRowsFn f = c.m.spmm_rows().spmm_rows;
+  const unsigned parts = c.tasks == 1 ? 1 : 4 * c.tasks;
+  for (size_t s0 = 0; s0 < n; s0 += ns) {
+    const size_t s1 = std::min(n, s0 + ns), lanes = (s1 - s0) * ohw;
+    c.par(parts, [&](size_t t, unsigned) {  // im2col, split over columns
+      for (size_t k = K * t / parts; k < K * (t + 1) / parts; ++k) {
+        const size_t ic = k / taps;
+        const int64_t ky = int64_t(k / g.kw % g.kh) * g.dh - g.ph, kx = int64_t(k % g.kw) * g.dw - g.pw;
+        float* b = B + k * ld;
+        for (size_t s = s0; s < s1; ++s) {
+          const float* xc = x + s * in_sz + ic * g.in_h * g.in_w;
+          for (uint32_t oy = 0; oy < g.out_h; ++oy) {
+            const int64_t iy = int64_t(oy) * g.sh + ky;
+            const bool row_in = iy >= 0 && iy < int64_t(g.in_h);
+            for (uint32_t ox = 0; ox < g.out_w; ++ox) {
+              const int64_t ix = int64_t(ox) * g.sw + kx;
+              *b++ = row_in && ix >= 0 && ix < int64_t(g.in_w) ? xc[iy * g.in_w + ix] : 0.f;
+            }
+          }
+        }
+      }
+    });
+    c.par(parts, [&](size_t t, unsigned) {  // the product, split over output rows
+      const uint32_t r0 = uint32_t(uint64_t(g.out_c) * t / parts), r1 = uint32_t(uint64_t(g.out_c) * (t + 1) / parts);
+      for (uint32_t r = r0; r < r1; ++r) std::fill(Y + r * ld, Y + r * ld + lanes, L.bias[r]);
+      for (uint32_t a = r0; a < r1;) {  // one call per group's run of rows
+        const uint32_t q = a / ocg, b = std::min(r1, (q + 1) * ocg);
+        const float* Bq = B + size_t(q) * cols * ld;
+        if (sparse)
+          f(w, Bq, ld, Y, ld, lanes, a, b);
+        else
+          gemm_lanes_f32(L.weight.data(), cols, Bq, ld, Y, ld, lanes, a, b);
+        a = b;
+      }
+      const bool clamp = c.x.clamp;
+      const float lo = c.x.lo, hi = c.x.hi;
+      for (uint32_t r = r0; r < r1; ++r)  // back to NCHW, + residual, clamp
+        for (size_t s = s0; s < s1; ++s) {
+          const float* src = Y + r * ld + (s - s0) * ohw;
+          const size_t o = s * out_sz + size_t(r) * ohw;
+          const float* res = c.res ? c.res + o : nullptr;
+          for (size_t p = 0; p < ohw; ++p) {
+            float v = src[p];
+            if (res) v += res[p];
+            if (clamp) v = std::min(std::max(v, lo), hi);
+            y[o + p] = v;
+          }
+        }
+    });
+  }
+}
+
+// Depthwise convs of small feature maps in a batch: per (channel, sample) the <= kh * kw taps
+// add into the output pixels in registers-sized local sums, bounds worked out per tap and row
+// (no padded plane, no im2col, no kernel call per channel: at 1x1-4x4 maps those cost more than
+// the taps).
+void packed_depthwise(const OpCtx& c, const ExecLayer& L, const ConvGeom& g) {
+  const float* x = c.in[0];
+  float* y = c.out;
+  const size_t n = c.n, in_hw = size_t(g.in_h) * g.in_w, ohw = size_t(g.out_h) * g.out_w;
+  const size_t out_sz = c.op.out.numel(), in_sz = size_t(g.in_c) * in_hw;
+  const bool sparse = L.storage == kStorageSparse;
+  const uint32_t taps = g.kh * g.kw, mask = (1u << L.code_bits) - 1;
+  const unsigned parts = c.tasks == 1 ? 1 : std::min<unsigned>(g.out_c, 4 * c.tasks);
+  c.par(parts, [&](size_t t, unsigned) {
+    uint32_t tap_col[64];
+    float tap_w[64];
+    for (uint32_t ch = uint32_t(g.out_c * t / parts); ch < uint32_t(g.out_c * (t + 1) / parts); ++ch) {
+      uint32_t nt = 0;  // this channel's non-zero taps, in the per-sample kernels' order
+      if (sparse) {
+        for (uint32_t e = L.conv_rowptr[ch]; e < L.conv_rowptr[ch + 1] && nt < 64; ++e)
+          tap_col[nt] = L.conv_entries[e] >> 8, tap_w[nt++] = L.codebook[L.conv_entries[e] & mask];
+      } else {
+        for (uint32_t k = 0; k < taps && nt < 64; ++k)
+          if (L.weight[size_t(ch) * taps + k] != 0.f) tap_col[nt] = k, tap_w[nt++] = L.weight[size_t(ch) * taps + k];
+      }
+      struct Tap {
+        int64_t off;             // input offset of output pixel (0, 0)
+        uint32_t y0, y1, x0, x1;  // the output rows / columns that read inside the input
+        float w;
+      } tap[64];
+      for (uint32_t e = 0; e < nt; ++e) {  // bounds once per channel, not per sample
+        const int64_t ky = int64_t(tap_col[e] / g.kw) * g.dh - g.ph, kx = int64_t(tap_col[e] % g.kw) * g.dw - g.pw;
+        const auto first = [](int64_t k, uint32_t st) { return k >= 0 ? int64_t(0) : (-k + st - 1) / st; };
+        const auto end = [](int64_t k, uint32_t st, uint32_t in, uint32_t out) {
+          return std::min<int64_t>(out, int64_t(in) - k <= 0 ? 0 : (int64_t(in) - k + st - 1) / st);
+        };
+        const int64_t y0 = first(ky, g.sh), y1 = end(ky, g.sh, g.in_h, g.out_h);
+        const int64_t x0 = first(kx, g.sw), x1 = end(kx, g.sw, g.in_w, g.out_w);
+        tap[e] = {ky * g.in_w + kx, uint32_t(y0), uint32_t(std::max(y0, y1)), uint32_t(x0), uint32_t(std::max(x0, x1)),
+                  tap_w[e]};
+      }
+      const size_t rs = size_t(g.sh) * g.in_w, cs = g.sw;
+      for (size_t s = 0; s < n; ++s) {
+        float acc[kPackedMaxPixels];
+        for (size_t p = 0; p < ohw; ++p) acc[p] = L.bias[ch];
+        const float* xc = x + s * in_sz + ch * in_hw;
+        for (uint32_t e = 0; e < nt; ++e) {
+          const Tap& q = tap[e];
+          for (uint32_t oy = q.y0; oy < q.y1; ++oy) {
+            const float* xr = xc + q.off + int64_t(oy * rs);
+            float* ar = acc + size_t(oy) * g.out_w;
+            for (uint32_t ox = q.x0; ox < q.x1; ++ox) ar[ox] += q.w * xr[ox * cs];
+          }
+        }
+        const size_t o = s * out_sz + size_t(ch) * ohw;
+        const float* res = c.res ? c.res + o : nullptr;
+        for (size_t p = 0; p < ohw; ++p) {
+          float v = acc[p];
+          if (res) v += res[p];
+          if (c.x.clamp) v = std::min(std::max(v, c.x.lo), c.x.hi);
+          y[o + p] = v;
+        }
+      }
+    }
+  });
+}
+
+}  // namespace
 
 void run_conv2d(const OpCtx& c) {
   const OpDesc& op = c.op;
@@ -15,6 +168,13 @@ void run_conv2d(const OpCtx& c) {
   float* nxt = c.out;
   const size_t n = c.n, in_sz = size_t(g.in_c) * g.in_h * g.in_w, out_sz = op.out.numel();
   const unsigned tasks = c.tasks, T = c.m.threads();
+  if (n > 1 && size_t(g.out_h) * g.out_w < kPackedMaxPixels && (L.storage == kStorageSparse || L.storage == kStoragePlain)) {
+    if (conv_is_depthwise(g) && size_t(g.kh) * g.kw <= 64)
+      packed_depthwise(c, L, g);
+    else
+      packed_conv(c, L, g);
+    return;
+  }
   if (conv_is_pointwise(L.storage, L.kh, L.kw, g)) {
     // The sparse product W[out, in] x X[in, H*W]: [in, H*W] already is the batched kernel's
     // [cols, lanes] layout (XNNPACK's sparse-inference case), the pixels are the lanes, no padded

@@ -21,6 +21,7 @@ struct Workspace {
   size_t cap_n = 0;
   std::vector<float> arena, xt, yt, xpad;
   std::vector<float> scratch;  // per worker: one padded channel plane (depthwise convs)
+  std::vector<float> packed;   // convs of small feature maps in a batch (ops/conv.cpp): grown on first use
   std::vector<uint32_t> live;  // batch 1: the live input columns of a linear layer
   std::vector<const float*> ins;  // the running op's input pointers
   // Sizes saturate (then the allocation fails with bad_alloc) instead of wrapping.

@@ -1,0 +1,56 @@
+"""Convs of small feature maps in a batch (csrc/ops/conv.cpp): below 64 output pixels a batch runs
+as one product over every (sample, pixel) lane (im2col + the batched rows kernel, or plain fp32
+rows), depthwise convs by per-channel taps with bounds per tap; the per-sample kernels (what a
+batch of one runs) and the numpy reference forward (dcrt.decompress) are the twins.
+"""
+import numpy as np
+import pytest
+
+import dcrt
+from dcrt.graph import Node
+
+from test_fusion import RELU6, cv, net
+
+
+def cases():
+    return {
+        # MobileNetV2's last blocks on 28x28 inputs: 1x1 maps
+        "pointwise_1x1": net([cv(16, 24, 1, pad=0, name="pw")], shape=(16, 1, 1)),
+        "pointwise_2x2_relu6": net([cv(12, 20, 1, pad=0, name="pw"), Node("clip", RELU6)], shape=(12, 2, 2)),
+        "3x3_stride2": net([cv(8, 12, 3, stride=2, pad=1, name="c")], shape=(8, 7, 7)),
+        "grouped": net([cv(8, 12, 3, pad=1, groups=4, name="g")], shape=(8, 3, 3)),
+        # TF "same" padding folded into a stride-2 depthwise conv (asymmetric padding)
+        "depthwise_same_pad": net([Node("pad", {"pads": (0, 1, 0, 1)}),
+                                   cv(8, 8, 3, stride=2, pad=0, groups=8, name="dw"), Node("clip", RELU6)],
+                                  shape=(8, 6, 6)),
+        "depthwise_dilated": net([cv(6, 6, 3, pad=1, groups=6, dilation=(2, 1), name="dwd")], shape=(6, 7, 5)),
+        "depthwise_1x1_input": net([cv(10, 10, 3, pad=1, groups=10, name="dw")], shape=(10, 1, 1)),
+        "depthwise_9x9": net([cv(4, 4, 9, pad=4, groups=4, name="dw9")], shape=(4, 5, 5)),  # 81 taps: im2col form
+        # ResNet basic block at 2x2: conv-relu, conv + x, relu (fused into the second conv's epilogue)
+        "basic_block_2x2": net([cv(16, 16, name="c1"), Node("relu"), cv(16, 16, name="c2"),
+                                Node("add", inputs=[3, 0]), Node("relu")], shape=(16, 2, 2)),
+        # im2col block larger than one slice: 64 x 9 columns x 49 pixels per sample
+        "slices": net([cv(64, 32, 3, pad=1, name="c")], shape=(64, 7, 7)),
+    }
+
+
+CASES = cases()
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("storage", ["plain", "sparse"])
+def test_packed_batch_equals_one_sample_at_a_time(tmp_path, name, storage):
+    g = CASES[name]
+    p = tmp_path / f"{name}.dcz"
+    dcrt.compress(g, p, density=None if storage == "plain" else 0.4, bits=6, storage=storage, progress=False)
+    x = np.random.default_rng(4).random((5,) + g.input_shape, dtype=np.float32) * 2 - 0.6
+    want = dcrt.decompress(p).forward(x)
+    assert np.abs(want).max() > 1e-3  # a net whose outputs vanish would compare nothing
+    for threads in (1, 2):
+        m = dcrt.load(p, threads=threads)
+        one = np.concatenate([m.infer(x[i:i + 1]) for i in range(len(x))])
+        got = m.infer(x)
+        np.testing.assert_allclose(got, one, rtol=1e-5, atol=1e-6, err_msg=f"{name} {storage} threads={threads}")
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+        # the epilogue keeps the unfused order: fused and op-by-op agree bit for bit
+        np.testing.assert_array_equal(got, dcrt.load(p, threads=threads, fuse=False).infer(x))
