@@ -55,7 +55,10 @@ def main(argv=None):
     cmd = "python bench/lenet_seeds.py" + (" " + " ".join(argv if argv is not None else sys.argv[1:]))
     lines = [f"CPU: {cpu_line()}", "", f"Command: `{cmd.strip()}` (dcrt {dcrt.__version__}, numpy "
              f"{np.__version__}, Python {platform.python_version()}); each row: `dcrt pipeline ARCH OUT --data DATA "
-             "--seed S` with the default recipe.", "",
+             "--seed S` with the default recipe; "
+             + ("one BLAS thread per run, " + str(args.jobs) + " runs at once (the BLAS thread count changes the "
+                "summation order, hence the trajectory)" if args.jobs > 1 else "BLAS with its default threads")
+             + ".", "",
              "| network | data | seed | baseline | compressed (native) | change | rate | run s |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     summary = []

@@ -134,6 +134,7 @@ def main(argv=None):
     ap.add_argument("--retrain-epochs", type=int, default=5, help="per pruning step")
     ap.add_argument("--bits", type=int, default=5)
     ap.add_argument("--finetune-epochs", type=int, default=3)
+    ap.add_argument("--finetune-lr", type=float, help="centroid fine-tuning (default: --lr / 100)")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--weight-decay", type=float, default=5e-4)
     ap.add_argument("--subset", type=int, default=0, help="> 0: a stratified training subset (quick runs)")
@@ -197,7 +198,8 @@ def main(argv=None):
             log(f"folded {len(folded)} batch norms into their convs")
         dt.quantize(model, bits=args.bits)
     stage("quantize", quantize)
-    stage("finetune", lambda: fit(model, ds, args.finetune_epochs, args.lr / 100, args, rng_compress, "finetune", log))
+    ft_lr = args.finetune_lr if args.finetune_lr is not None else args.lr / 100
+    stage("finetune", lambda: fit(model, ds, args.finetune_epochs, ft_lr, args, rng_compress, "finetune", log))
 
     t0 = time.perf_counter()
     model.eval()
