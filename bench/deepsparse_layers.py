@@ -57,6 +57,9 @@ def main(argv=None):
     ap.add_argument("--inputs", nargs="+", default=["dense"], choices=list(INPUTS))
     ap.add_argument("--min-time", type=float, default=1.0)
     a = ap.parse_args(argv)
+    from machine import cpu_line
+    print(f"CPU: {cpu_line()}\n\nCommand: `python bench/deepsparse_layers.py "
+          f"{' '.join(argv if argv is not None else sys.argv[1:])}` ({threads()} threads both sides)\n")
     print("| layer | batch | input | dcrt ms | DeepSparse ms | DeepSparse / dcrt |")
     print("|---|---:|---|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as d:
