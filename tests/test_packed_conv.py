@@ -9,7 +9,7 @@ import pytest
 import dcrt
 from dcrt.graph import Node
 
-from test_fusion import RELU6, cv, net
+from test_fusion import RELU6, _compress, cv, net
 
 
 def cases():
@@ -42,7 +42,7 @@ CASES = cases()
 def test_packed_batch_equals_one_sample_at_a_time(tmp_path, name, storage):
     g = CASES[name]
     p = tmp_path / f"{name}.dcz"
-    dcrt.compress(g, p, density=None if storage == "plain" else 0.4, bits=6, storage=storage, progress=False)
+    _compress(g, p, storage)
     x = np.random.default_rng(4).random((5,) + g.input_shape, dtype=np.float32) * 2 - 0.6
     want = dcrt.decompress(p).forward(x)
     assert np.abs(want).max() > 1e-3  # a net whose outputs vanish would compare nothing
