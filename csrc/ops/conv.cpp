@@ -23,7 +23,7 @@ constexpr size_t kPackedBlockFloats = size_t(1) << 16;
 // (zeros where a tap reads padding), then Y[out_c][lanes] = bias + W x B (the batched sparse
 // kernel on the layer's rows layout, group by group, or plain fp32 rows), then back to NCHW
 // with the epilogue (+ residual, clamp) in the unfused order. Same sums as the per-sample
-// kernels, other summation order (tests/test_runtime.py compares it with batch 1).
+// kernels, other summation order (tests/test_packed_conv.py compares it with batch 1).
 void packed_conv(const OpCtx& c, const ExecLayer& L, const ConvGeom& g) {
   const float* x = c.in[0];
   float* y = c.out;
