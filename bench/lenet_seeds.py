@@ -27,6 +27,23 @@ from machine import cpu_line  # noqa: E402
 TARGET = {"lenet-300-100": 40.0, "lenet-5": 39.0}
 
 
+def blas_line():
+    """numpy's BLAS, its kernel architecture and threads (threadpoolctl, as numpy.show_runtime)."""
+    import numpy as np
+    try:
+        from threadpoolctl import threadpool_info
+        info = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+    except ImportError:
+        info = []
+    if not info:
+        return f"numpy {np.__version__} (BLAS not identified)"
+    i = info[0]
+    forced = os.environ.get("OPENBLAS_CORETYPE")
+    return (f"{i.get('internal_api')} {i.get('version')}, kernels for {i.get('architecture')}"
+            + (f" (forced: OPENBLAS_CORETYPE={forced})" if forced else " (its own pick for this CPU)")
+            + f", {i.get('num_threads')} threads")
+
+
 def one(net, data, seed):
     """One pipeline run; returns (baseline %, native %, rate, seconds)."""
     from dcrt.pipeline import Config, run
@@ -43,6 +60,10 @@ def main(argv=None):
     ap.add_argument("--data", default="fashion-mnist,mnist-5k")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--out")
+    ap.add_argument("--blas-core", metavar="NAME",
+                    help="run OpenBLAS's kernels for another CPU (OPENBLAS_CORETYPE, e.g. SapphireRapids for the "
+                         "Intel Xeon, Haswell for Zen 3/Zen 5): the summation order, hence the trajectory, of that "
+                         "CPU's runs, reproduced on this one (the header says which kernels ran)")
     ap.add_argument("--jobs", type=int, default=1,
                     help="runs at once, each with one BLAS thread (2 on 2 cores gets ~1.8x more training through "
                          "than one run with 2 threads; the run times then include that sharing)")
@@ -50,10 +71,12 @@ def main(argv=None):
     if args.jobs > 1:  # before numpy starts its thread pool; spawned workers inherit it
         for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ[v] = "1"
+    if args.blas_core:
+        os.environ["OPENBLAS_CORETYPE"] = args.blas_core
     import numpy as np
     import dcrt
     cmd = "python bench/lenet_seeds.py" + (" " + " ".join(argv if argv is not None else sys.argv[1:]))
-    lines = [f"CPU: {cpu_line()}", "", f"Command: `{cmd.strip()}` (dcrt {dcrt.__version__}, numpy "
+    lines = [f"CPU: {cpu_line()}", "", f"BLAS: {blas_line()}", "", f"Command: `{cmd.strip()}` (dcrt {dcrt.__version__}, numpy "
              f"{np.__version__}, Python {platform.python_version()}); each row: `dcrt pipeline ARCH OUT --data DATA "
              "--seed S` with the default recipe; "
              + ("one BLAS thread per run, " + str(args.jobs) + " runs at once (the BLAS thread count changes the "

@@ -122,7 +122,7 @@ PYBIND11_MODULE(_core, m) {
   py::class_<Model>(m, "Model")
       .def(py::init([](const py::object& data, const py::object& threads, const py::object& max_activation,
                        const py::object& max_work, const py::object& fuse, const py::object& kernels,
-                       const py::object& dense_codebook) {
+                       const py::object& dense_codebook, const py::object& precision) {
              // Arguments are checked by hand: pybind11's own conversion error would quote every
              // argument, the whole file included.
              if (!PyBytes_Check(data.ptr()))
@@ -155,12 +155,20 @@ PYBIND11_MODULE(_core, m) {
              if (dmode < 0)
                throw py::value_error("dense_codebook must be 'auto', 'always' or 'never', got " +
                                      std::string(py::str(py::repr(dense_codebook))));
+             int prec = -1;
+             if (PyUnicode_Check(precision.ptr())) {
+               const std::string v = precision.cast<std::string>();
+               prec = v == "fp32" ? kPrecisionFp32 : v == "bf16" ? kPrecisionBf16 : v == "int8" ? kPrecisionInt8 : -1;
+             }
+             if (prec < 0)
+               throw py::value_error("precision must be 'fp32', 'bf16' or 'int8', got " +
+                                     std::string(py::str(py::repr(precision))).substr(0, 40));
              py::gil_scoped_release nogil;
-             return new Model(reinterpret_cast<const uint8_t*>(buf), size_t(len), t, lim, fz, kn, dmode);
+             return new Model(reinterpret_cast<const uint8_t*>(buf), size_t(len), t, lim, fz, kn, dmode, prec);
            }),
            py::arg("data"), py::arg("threads") = 0, py::arg("max_activation") = py::int_(kMaxActivation),
            py::arg("max_work") = py::int_(INT64_MAX), py::arg("fuse") = true, py::arg("kernels") = py::none(),
-           py::arg("dense_codebook") = "auto")
+           py::arg("dense_codebook") = "auto", py::arg("precision") = "fp32")
       .def("infer", &infer, py::arg("x"), "Run the network; releases the GIL.")
       .def("profile", &profile, py::arg("x"), py::arg("repeat") = 10,
            "Seconds per op (mean of `repeat` inferences of x); releases the GIL.")
@@ -168,6 +176,9 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("output_shape", [](const Model& m) { return shape_tuple(m.output_shape()); })
       .def_property_readonly("meta_json", [](const Model& m) { return py::bytes(m.meta_json()); })
       .def_property_readonly("threads", &Model::threads)
+      .def_property_readonly("precision", [](const Model& m) {
+        return std::string(m.precision() == kPrecisionInt8 ? "int8" : m.precision() == kPrecisionBf16 ? "bf16" : "fp32");
+      })
       .def_property_readonly("pool_stats",
                              [](const Model& m) {
                                py::dict d;
@@ -224,14 +235,22 @@ PYBIND11_MODULE(_core, m) {
                                                m.spmm_rows().name + " (rows form, column tiles of " +
                                                std::to_string(row_tile_cols(L.rows, L.cols, L.nnz)) +
                                                ", 64 batch lanes per pass)";
+                                   static const char* const prec_names[] = {"fp32", "bf16", "int8"};
+                                   const char* dk = L.dense8_prec == kPrecisionInt8   ? m.dense_i8().name
+                                                    : L.dense8_prec == kPrecisionBf16 ? m.dense_bf16().name
+                                                                                      : m.dense_q8().name;
                                    if (!L.dense8.empty())
-                                     d["plan"] = "batch 1: " + std::string(m.dense_q8().name) +
-                                                 " (dense codebook, a byte per weight; " + L.dense8_why +
+                                     d["kernel"] = std::string(dk) + " / " + m.spmv_cols().name + " / " + m.spmm_rows().name;
+                                   if (!L.dense8.empty())
+                                     d["plan"] = "batch 1: " + std::string(dk) + " (dense codebook, a byte per weight, " +
+                                                 prec_names[L.dense8_prec] + " products; " + L.dense8_why +
                                                  ") when at least " +
                                                  std::to_string(int(L.dense8_cols_density * 100 + 0.5f)) +
                                                  "% of inputs are non-zero, else " + m.spmv_cols().name +
                                                  " (column form); batch > 1: " + m.spmm_rows().name;
                                    d["dense_codebook"] = !L.dense8.empty();
+                                   // The precision batch 1 multiplies this layer's weights in.
+                                   d["precision"] = prec_names[L.dense8.empty() ? 0 : L.dense8_prec];
                                    if (!L.dense8_why.empty()) d["dense_codebook_why"] = L.dense8_why;
                                    d["layout_bytes"] = L.rows16.bytes() + L.cols16.bytes() + L.dense8.size();
                                  }

@@ -96,6 +96,73 @@ void bind_kernels(py::module_& m) {
       },
       py::arg("name"), py::arg("rows"), py::arg("colptr"), py::arg("entries"), py::arg("code_bits"),
       py::arg("codebook"), py::arg("x"), py::arg("r0") = 0, py::arg("r1") = -1);
+  // The precision modes' dense codebook kernels: the same inputs as dense_q8; the tables (int8
+  // codebook, scale and row sums, or the bf16 codebook) and the rounded input are built here as
+  // the runtime builds them at load and per call.
+  for (const char* op : {"dense_i8", "dense_bf16"}) {
+    const bool i8 = std::strcmp(op, "dense_i8") == 0;
+    m.def(
+        op,
+        [op, i8](const std::string& name, uint32_t rows, py::array_t<uint32_t, py::array::c_style> colptr,
+                 py::array_t<uint16_t, py::array::c_style> entries, uint32_t code_bits,
+                 py::array_t<float, py::array::c_style> codebook, py::array_t<float, py::array::c_style> x,
+                 int64_t r0, int64_t r1) {
+          const KernelInfo& k = kernel(name, op);
+          const QSparseMatrix w = checked_matrix(rows, colptr, entries, code_bits, codebook);
+          if (x.ndim() != 1 || uint64_t(x.shape(0)) != w.cols) throw py::value_error("x must be [cols]");
+          if (i8 && w.cols > kDenseI8MaxCols)
+            throw py::value_error("dense_i8: at most " + std::to_string(kDenseI8MaxCols) + " columns");
+          if (r1 < 0) r1 = rows;
+          if (r0 < 0 || r0 > r1 || r1 > int64_t(rows)) throw py::value_error("need 0 <= r0 <= r1 <= rows");
+          py::array_t<float> y(rows);
+          float* yp = y.mutable_data();
+          std::fill(yp, yp + rows, 0.f);
+          const float* xp = x.data();
+          {
+            py::gil_scoped_release nogil;
+            std::vector<uint8_t> codes;
+            build_dense8(w, codes);
+            QDense8 d{w.rows, w.cols, w.code_bits, dense8_ldc(w.cols), codes.data(), w.codebook};
+            std::vector<int8_t> qcb;
+            std::vector<int32_t> rowsum;
+            std::vector<uint16_t> bcb, xb(d.ldc);
+            std::vector<uint8_t> xq(d.ldc);
+            if (i8) {
+              build_dense8_i8(d, qcb, d.qscale, rowsum);
+              d.qcodebook = qcb.data();
+              d.qrowsum = rowsum.data();
+              const QInputU8 q = quantize_input_u8(xp, d.cols, d.ldc, xq.data());
+              k.dense_i8(d, q, yp, uint32_t(r0), uint32_t(r1));
+            } else {
+              build_dense8_bf16(w.codebook, w.code_bits, bcb);
+              d.bcodebook = bcb.data();
+              round_input_bf16(xp, d.cols, d.ldc, xb.data());
+              k.dense_bf16(d, xb.data(), yp, uint32_t(r0), uint32_t(r1));
+            }
+          }
+          return y;
+        },
+        py::arg("name"), py::arg("rows"), py::arg("colptr"), py::arg("entries"), py::arg("code_bits"),
+        py::arg("codebook"), py::arg("x"), py::arg("r0") = 0, py::arg("r1") = -1);
+  }
+  // The per-call rounding of the precision modes: (q, scale, zero) with x ~= scale * (q - zero),
+  // and the bf16 bits of x.
+  m.def("quantize_input_u8", [](py::array_t<float, py::array::c_style> x) {
+    if (x.ndim() != 1) throw py::value_error("x must be 1-D");
+    const uint32_t n = uint32_t(x.size());
+    py::array_t<uint8_t> q(n);
+    std::vector<uint8_t> buf(dense8_ldc(n));
+    const QInputU8 r = quantize_input_u8(x.data(), n, buf.size(), buf.data());
+    std::memcpy(q.mutable_data(), buf.data(), n);
+    return py::make_tuple(q, r.scale, r.zero);
+  });
+  m.def("round_bf16", [](py::array_t<float, py::array::c_style> x) {
+    if (x.ndim() != 1) throw py::value_error("x must be 1-D");
+    const uint32_t n = uint32_t(x.size());
+    py::array_t<uint16_t> b(n);
+    for (uint32_t i = 0; i < n; ++i) b.mutable_data()[i] = bf16_round(x.data()[i]);
+    return b;
+  });
   // Batch-1 tiled kernels: the layout is built here from rel16 CSC exactly as the runtime builds it
   // (tile 0 = the runtime's choice), then every share of the split runs in turn.
   for (const char* op : {"spmv_rows", "spmv_cols"}) {

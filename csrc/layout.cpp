@@ -31,7 +31,8 @@ uint32_t row_tile_cols(uint32_t rows, uint32_t cols, uint64_t nnz) {
 }
 
 // The batch-1 cost model: seconds per work unit of the row and column forms (rows16_units,
-// cols16_units: groups plus segments) and per code of the dense codebook, measured once per
+// cols16_units: groups plus segments) and per code of the dense codebook (dense_k: a dense_q8,
+// dense_i8 or dense_bf16 kernel, for the model's precision), measured once per
 // process (and per kernel triple and code width) on a synthetic 256 x 2048 layer at 25%
 // density, one thread, every input live, best of 5 after a warm-up: about a millisecond the
 // first time a model with a sparse linear layer loads, nothing after. The constants this
@@ -112,21 +113,36 @@ Batch1Costs batch1_costs(const KernelInfo& rows_k, const KernelInfo& cols_k, con
   }
   // The dense codebook on long and short rows (256 x 2048, 1024 x 256): a cost per code and a
   // cost per row (the row's reduction and tail), so that narrow layers are not mispredicted.
-  double t_long, t_short;
-  {
-    SyntheticLayer s(256, 2048, code_bits);
+  // In a precision mode, the time includes the per-call rounding of the input.
+  const auto time_dense = [&](uint32_t rows, uint32_t cols) {
+    SyntheticLayer s(rows, cols, code_bits);
     std::vector<uint8_t> codes;
     build_dense8(s.w, codes);
-    const QDense8 d{s.w.rows, s.w.cols, code_bits, dense8_ldc(s.w.cols), codes.data(), s.cb.data()};
-    t_long = best_time([&] { dense_k.dense_q8(d, s.x.data(), s.y.data(), 0, s.w.rows); });
-  }
-  {
-    SyntheticLayer s(1024, 256, code_bits);
-    std::vector<uint8_t> codes;
-    build_dense8(s.w, codes);
-    const QDense8 d{s.w.rows, s.w.cols, code_bits, dense8_ldc(s.w.cols), codes.data(), s.cb.data()};
-    t_short = best_time([&] { dense_k.dense_q8(d, s.x.data(), s.y.data(), 0, s.w.rows); });
-  }
+    QDense8 d{s.w.rows, s.w.cols, code_bits, dense8_ldc(s.w.cols), codes.data(), s.cb.data()};
+    std::vector<int8_t> qcb;
+    std::vector<int32_t> rowsum;
+    std::vector<uint16_t> bcb, xb(d.ldc);
+    std::vector<uint8_t> xq(d.ldc);
+    if (dense_k.dense_i8) {
+      build_dense8_i8(d, qcb, d.qscale, rowsum);
+      d.qcodebook = qcb.data();
+      d.qrowsum = rowsum.data();
+      return best_time([&] {
+        const QInputU8 q = quantize_input_u8(s.x.data(), d.cols, d.ldc, xq.data());
+        dense_k.dense_i8(d, q, s.y.data(), 0, d.rows);
+      });
+    }
+    if (dense_k.dense_bf16) {
+      build_dense8_bf16(s.cb.data(), code_bits, bcb);
+      d.bcodebook = bcb.data();
+      return best_time([&] {
+        round_input_bf16(s.x.data(), d.cols, d.ldc, xb.data());
+        dense_k.dense_bf16(d, xb.data(), s.y.data(), 0, d.rows);
+      });
+    }
+    return best_time([&] { dense_k.dense_q8(d, s.x.data(), s.y.data(), 0, s.w.rows); });
+  };
+  const double t_long = time_dense(256, 2048), t_short = time_dense(1024, 256);
   // t = rows * (per_row + ldc * per_code) for both shapes.
   const double a = t_long / 256, b = t_short / 1024;  // per row
   c.per_code = std::max(0.0, (a - b) / (2048.0 - 256.0));
@@ -167,8 +183,10 @@ double last_level_cache_bytes() {
 double choose_dense8(ExecLayer& L, const Batch1Costs& c, int mode) {
   const double weights = double(L.rows) * L.cols, density = weights > 0 ? double(L.nnz) / weights : 0.0;
   // A byte per weight: never for a layer whose codes would not fit in 256 MiB, and the model is
-  // only asked from 8% density up (below it the sparse forms win on any CPU measured).
-  if (mode == 2 || weights > double(1u << 28) || (mode == 0 && density < 0.08)) return 0.0;
+  // only asked from 8% density up in fp32 (below it the sparse forms win on any CPU measured),
+  // from 2% in the precision modes (int8 walks 64 codes per lookup and dot product).
+  const double floor = L.dense8_prec == kPrecisionFp32 ? 0.08 : 0.02;
+  if (mode == 2 || weights > double(1u << 28) || (mode == 0 && density < floor)) return 0.0;
   if (mode == 1) {
     L.dense8_why = "forced (dense_codebook=\"always\")";
     return 1.0;
@@ -313,8 +331,15 @@ void Model::decode_layers(ParsedFile& f) {
   for (uint32_t i = 0; i < layers_.size(); ++i) {
     ExecLayer& L = layers_[i];
     if (L.storage != kStorageSparse || L.kind != kLayerLinear) continue;
-    costs[i] = batch1_costs(*spmv_rows_, *spmv_cols_, *dense_q8_, L.code_bits);
+    // The precision the dense codebook would run in: int8 sums stay exact in int32 up to
+    // kDenseI8MaxCols columns; wider layers run fp32.
+    L.dense8_prec = precision_ == kPrecisionInt8 && L.cols > kDenseI8MaxCols ? int(kPrecisionFp32) : precision_;
+    const KernelInfo& dk = L.dense8_prec == kPrecisionInt8   ? *dense_i8_
+                           : L.dense8_prec == kPrecisionBf16 ? *dense_bf16_
+                                                             : *dense_q8_;
+    costs[i] = batch1_costs(*spmv_rows_, *spmv_cols_, dk, L.code_bits);
     d8ratio[i] = choose_dense8(L, costs[i], dense8_mode_);
+    if (d8ratio[i] <= 0) L.dense8_prec = kPrecisionFp32;  // the sparse forms run fp32
     builds.push_back({double(L.nnz), i, kCols});
     if (d8ratio[i] > 0)
       builds.push_back({double(L.rows) * L.cols / 4, i, kDense});  // a byte store per code, ~4x cheaper than an entry
@@ -327,7 +352,15 @@ void Model::decode_layers(ParsedFile& f) {
     switch (std::get<2>(builds[j])) {
       case kCols: build_cols16(L.view(), 0, T, L.cols16); break;
       case kRows: build_rows16(L.view(), 0, T, L.rows16); break;
-      case kDense: build_dense8(L.view(), L.dense8); break;
+      case kDense:
+        build_dense8(L.view(), L.dense8);
+        if (L.dense8_prec == kPrecisionInt8) {
+          const QDense8 d = L.dense8_view();
+          build_dense8_i8(d, L.dense8_qcb, L.dense8_qscale, L.dense8_rowsum);
+        } else if (L.dense8_prec == kPrecisionBf16) {
+          build_dense8_bf16(L.codebook.data(), L.code_bits, L.dense8_bcb);
+        }
+        break;
     }
   });
   for (uint32_t i = 0; i < layers_.size(); ++i) {

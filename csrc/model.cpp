@@ -39,14 +39,16 @@ unsigned checked_threads(unsigned threads) {
 }  // namespace
 
 Model::Model(const uint8_t* data, size_t size, unsigned threads, const LoadLimits& limits, bool fuse,
-             const std::vector<std::pair<std::string, std::string>>& kernels, int dense_codebook)
-    : dense8_mode_(dense_codebook), spmv_rows_(&best_kernel("spmv_rows")), spmv_cols_(&best_kernel("spmv_cols")),
-      dense_q8_(&best_kernel("dense_q8")), spmm_(&best_kernel("spmm")),
+             const std::vector<std::pair<std::string, std::string>>& kernels, int dense_codebook, int precision)
+    : dense8_mode_(dense_codebook), precision_(precision), spmv_rows_(&best_kernel("spmv_rows")),
+      spmv_cols_(&best_kernel("spmv_cols")), dense_q8_(&best_kernel("dense_q8")), dense_i8_(&best_kernel("dense_i8")),
+      dense_bf16_(&best_kernel("dense_bf16")), spmm_(&best_kernel("spmm")),
       spmm_rows_(&best_kernel("spmm_rows")), conv_(&best_kernel("conv")), conv_dw_(&best_kernel("conv_dw")),
       huff_(&best_kernel("huffman")), transpose_(&best_kernel("transpose")) {
   for (const auto& [op, name] : kernels) {
     const std::pair<const char*, const KernelInfo**> slots[] = {
         {"spmv_rows", &spmv_rows_}, {"spmv_cols", &spmv_cols_}, {"dense_q8", &dense_q8_},
+        {"dense_i8", &dense_i8_},   {"dense_bf16", &dense_bf16_},
         {"spmm", &spmm_},           {"spmm_rows", &spmm_rows_},
         {"conv", &conv_},           {"conv_dw", &conv_dw_},     {"huffman", &huff_}, {"transpose", &transpose_}};
     const KernelInfo** slot = nullptr;
@@ -63,6 +65,8 @@ Model::Model(const uint8_t* data, size_t size, unsigned threads, const LoadLimit
     *slot = k;
   }
   threads = checked_threads(threads);
+  if (precision < kPrecisionFp32 || precision > kPrecisionInt8)
+    throw InputError("precision must be fp32 (0), bf16 (1) or int8 (2), got " + std::to_string(precision));
   const auto t0 = clk::now();
   ParsedFile f = parse_file(data, size);
   const auto t1 = clk::now();

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "format.hpp"
+#include "kernels/dense_q8.hpp"
 #include "kernels/qsparse.hpp"
 #include "kernels/spmv16.hpp"
 #include "registry.hpp"
@@ -47,6 +48,21 @@ struct ExecLayer {
   std::vector<uint8_t> dense8;
   float dense8_cols_density = 0.f;
   std::string dense8_why;
+  // The precision the dense codebook runs in (kPrecision*: the model's mode where this layer
+  // can, else fp32) and that mode's tables (dense_q8.hpp).
+  int dense8_prec = 0;
+  std::vector<int8_t> dense8_qcb;
+  float dense8_qscale = 0.f;
+  std::vector<int32_t> dense8_rowsum;
+  std::vector<uint16_t> dense8_bcb;
+  QDense8 dense8_view() const {
+    QDense8 w{rows, cols, code_bits, dense8_ldc(cols), dense8.data(), codebook.data()};
+    w.qcodebook = dense8_qcb.data();
+    w.qscale = dense8_qscale;
+    w.qrowsum = dense8_rowsum.data();
+    w.bcodebook = dense8_bcb.data();
+    return w;
+  }
   // Rows layout (QConvRows): conv layers build it at load (one tile); sparse linear layers on
   // their first batched infer (rows_once), in column tiles of row_tile_cols() so that a tile's
   // input block stays in L2: conv_rowptr holds `row_tiles` row-pointer arrays of rows + 1
@@ -76,6 +92,9 @@ struct LoadLimits {
   uint64_t max_work = UINT64_MAX;             // multiply-adds (and element visits) per sample
 };
 constexpr unsigned kMaxThreads = 256;
+// Precision modes (load(precision=...)): where a product runs in lower precision. Today the
+// dense codebook at batch 1 (int8 on VNNI, bf16 on AVX512-BF16); everything else stays fp32.
+enum Precision : int { kPrecisionFp32 = 0, kPrecisionBf16 = 1, kPrecisionInt8 = 2 };
 
 // The per-sample buffer plan, fixed at load: infer(n) allocates n times these and nothing else.
 struct BufferPlan {
@@ -126,7 +145,7 @@ class Model {
   // kernel of another op or one this CPU cannot run throws InputError.
   Model(const uint8_t* data, size_t size, unsigned threads, const LoadLimits& limits = LoadLimits(),
         bool fuse = true, const std::vector<std::pair<std::string, std::string>>& kernels = {},
-        int dense_codebook = 0);
+        int dense_codebook = 0, int precision = kPrecisionFp32);  // precision: a Precision (the dense codebook at batch 1)
   ~Model();
 
   // x: [n, input] float32, y: [n, output]. Throws InputError on non-finite input.
@@ -154,6 +173,9 @@ class Model {
   const KernelInfo& spmv_rows() const { return *spmv_rows_; }
   const KernelInfo& spmv_cols() const { return *spmv_cols_; }
   const KernelInfo& dense_q8() const { return *dense_q8_; }
+  const KernelInfo& dense_i8() const { return *dense_i8_; }
+  const KernelInfo& dense_bf16() const { return *dense_bf16_; }
+  int precision() const { return precision_; }
   const KernelInfo& spmm() const { return *spmm_; }
   const KernelInfo& spmm_rows() const { return *spmm_rows_; }
   const KernelInfo& conv() const { return *conv_; }
@@ -187,7 +209,8 @@ class Model {
   std::vector<uint64_t> tensor_off_;
   std::unique_ptr<ThreadPool> pool_;
   int dense8_mode_ = 0;  // dense codebook: 0 the cost model, 1 always, 2 never
-  const KernelInfo *spmv_rows_, *spmv_cols_, *dense_q8_, *spmm_, *spmm_rows_, *conv_, *conv_dw_, *huff_, *transpose_;
+  int precision_ = kPrecisionFp32;
+  const KernelInfo *spmv_rows_, *spmv_cols_, *dense_q8_, *dense_i8_, *dense_bf16_, *spmm_, *spmm_rows_, *conv_, *conv_dw_, *huff_, *transpose_;
   mutable std::mutex ws_mutex_;
   mutable std::vector<std::unique_ptr<Workspace>> ws_free_;
 };

@@ -20,6 +20,10 @@ const std::vector<KernelInfo>& kernel_registry() {
     k.spmv_cols = spmv_cols_q_t16__generic; add(k);
     k = KernelInfo{"dense_q8__ref", "dense_q8", "ref", true}; k.dense_q8 = dense_q8__ref; add(k);
     k = KernelInfo{"dense_q8__generic", "dense_q8", "generic", false}; k.dense_q8 = dense_q8__generic; add(k);
+    k = KernelInfo{"dense_i8__ref", "dense_i8", "ref", true}; k.dense_i8 = dense_i8__ref; add(k);
+    k = KernelInfo{"dense_i8__generic", "dense_i8", "generic", false}; k.dense_i8 = dense_i8__generic; add(k);
+    k = KernelInfo{"dense_bf16__ref", "dense_bf16", "ref", true}; k.dense_bf16 = dense_bf16__ref; add(k);
+    k = KernelInfo{"dense_bf16__generic", "dense_bf16", "generic", false}; k.dense_bf16 = dense_bf16__generic; add(k);
     k = KernelInfo{"spmm_q_rel16__ref", "spmm", "ref", true}; k.spmm = spmm_q_rel16__ref; add(k);
     k = KernelInfo{"spmm_q_rel16__generic", "spmm", "generic", false}; k.spmm = spmm_q_rel16__generic; add(k);
     k = KernelInfo{"spmm_rows_q_c24__ref", "spmm_rows", "ref", true}; k.spmm_rows = spmm_rows_q_c24__ref; add(k);
@@ -49,6 +53,10 @@ const std::vector<KernelInfo>& kernel_registry() {
     k.supported = cpu_has_avx2_fma; add(k);
     k = KernelInfo{"dense_q8__avx512", "dense_q8", "avx512", false}; k.dense_q8 = dense_q8__avx512;
     k.supported = cpu_has_avx512; add(k);
+    k = KernelInfo{"dense_i8__avx512vnni", "dense_i8", "avx512vnni", false}; k.dense_i8 = dense_i8__avx512vnni;
+    k.supported = cpu_has_avx512_vnni_vbmi; add(k);
+    k = KernelInfo{"dense_bf16__avx512bf16", "dense_bf16", "avx512bf16", false}; k.dense_bf16 = dense_bf16__avx512bf16;
+    k.supported = cpu_has_avx512_bf16; add(k);
     k = KernelInfo{"spmm_rows_q_c24__avx512", "spmm_rows", "avx512", false}; k.spmm_rows = spmm_rows_q_c24__avx512;
     k.supported = cpu_has_avx512; add(k);
     k = KernelInfo{"conv_q_rows__avx512", "conv", "avx512", false}; k.conv = conv_q_rows__avx512;

@@ -14,12 +14,14 @@ namespace dcrt {
 
 struct KernelInfo {
   const char* name;       // spmv_rows_q_t16__generic: <op>_<weights>_<layout>__<arch>
-  const char* op;         // "spmv_rows" | "spmv_cols" | "dense_q8" | "spmm" | "spmm_rows" | "conv" | "conv_dw" | "huffman" | "transpose" | "crc32"
+  const char* op;         // "spmv_rows" | "spmv_cols" | "dense_q8" | "dense_i8" | "dense_bf16" | "spmm" | "spmm_rows" | "conv" | "conv_dw" | "huffman" | "transpose" | "crc32"
   const char* isa;        // "ref" | "generic" | ...
   bool reference;         // the plain twin every other kernel of this op is tested against
   SpmvRowsFn spmv_rows = nullptr;
   SpmvColsFn spmv_cols = nullptr;
   DenseQ8Fn dense_q8 = nullptr;
+  DenseI8Fn dense_i8 = nullptr;
+  DenseBf16Fn dense_bf16 = nullptr;
   SpmmFn spmm = nullptr;
   SpmmRowsFn spmm_rows = nullptr;
   ConvFn conv = nullptr;

@@ -2,6 +2,8 @@
 #include "kernels/dense_q8.hpp"
 
 #include <algorithm>
+#include <cmath>
+#include <cstring>
 
 namespace dcrt {
 
@@ -72,6 +74,183 @@ void dense_q8__generic(const QDense8& w, const float* x, float* y, uint32_t r0, 
     for (uint32_t c = 0; c < w.cols; ++c) a += cb[cr[c]] * x[c];
     y[r] += a;
   }
+}
+
+}  // namespace dcrt
+
+// ---- Precision modes (dense_q8.hpp) ----
+namespace dcrt {
+
+uint16_t bf16_round(float v) {
+  uint32_t u;
+  std::memcpy(&u, &v, 4);
+  if ((u & 0x7FFFFFFFu) > 0x7F800000u) return uint16_t((u >> 16) | 0x40);  // NaN: keep it quiet
+  u += 0x7FFFu + ((u >> 16) & 1u);
+  return uint16_t(u >> 16);
+}
+
+float bf16_float(uint16_t b) {
+  const uint32_t u = uint32_t(b) << 16;
+  float v;
+  std::memcpy(&v, &u, 4);
+  return v;
+}
+
+void build_dense8_i8(const QDense8& w, std::vector<int8_t>& qcodebook, float& qscale, std::vector<int32_t>& rowsum) {
+  const uint32_t n = 1u << w.code_bits;
+  float amax = 0.f;
+  for (uint32_t k = 0; k < n; ++k)
+    if (std::isfinite(w.codebook[k])) amax = std::max(amax, std::fabs(w.codebook[k]));
+  qscale = amax > 0.f ? amax / 127.f : 1.f;
+  qcodebook.assign(256, 0);
+  for (uint32_t k = 1; k < n; ++k) {
+    const float v = std::isfinite(w.codebook[k]) ? w.codebook[k] / qscale : 0.f;
+    qcodebook[k] = int8_t(std::clamp(std::nearbyint(v), -127.f, 127.f));
+  }
+  qcodebook[0] = 0;  // the pruned weights (and the codes' padding)
+  rowsum.assign(w.rows, 0);
+  for (uint32_t r = 0; r < w.rows; ++r) {
+    const uint8_t* cr = w.codes + size_t(r) * w.ldc;
+    int32_t s = 0;
+    for (uint32_t c = 0; c < w.cols; ++c) s += qcodebook[cr[c]];
+    rowsum[r] = s;
+  }
+}
+
+void build_dense8_bf16(const float* codebook, uint32_t code_bits, std::vector<uint16_t>& bcodebook) {
+  bcodebook.assign(256, 0);
+  for (uint32_t k = 1; k < (1u << code_bits); ++k) bcodebook[k] = bf16_round(codebook[k]);
+}
+
+QInputU8 quantize_input_u8(const float* x, uint32_t cols, size_t ldc, uint8_t* q) {
+  float lo = 0.f, hi = 0.f;
+  for (uint32_t c = 0; c < cols; ++c) {
+    const float v = x[c];
+    if (std::isfinite(v)) {
+      lo = std::min(lo, v);
+      hi = std::max(hi, v);
+    }
+  }
+  QInputU8 r{q, 0.f, 0};
+  float qmin, qmax, inv;
+  if (lo >= 0.f) {  // after a ReLU: 255 steps from 0
+    r.scale = hi > 0.f ? hi / 255.f : 1.f;
+    qmin = 0.f, qmax = 255.f;
+  } else {
+    r.zero = 128;
+    r.scale = std::max(-lo, hi) / 127.f;
+    qmin = -127.f, qmax = 127.f;
+  }
+  inv = 1.f / r.scale;
+  for (uint32_t c = 0; c < cols; ++c) {
+    const float v = x[c] * inv;
+    // NaN fails both tests and lands on the zero point; +-inf clamps.
+    const float t = v >= qmin ? (v <= qmax ? std::nearbyint(v) : qmax) : (v < qmin ? qmin : 0.f);
+    q[c] = uint8_t(int32_t(t) + r.zero);
+  }
+  std::fill(q + cols, q + ldc, uint8_t(r.zero));
+  return r;
+}
+
+void round_input_bf16(const float* x, uint32_t cols, size_t ldc, uint16_t* b) {
+  for (uint32_t c = 0; c < cols; ++c) b[c] = bf16_round(x[c]);
+  std::fill(b + cols, b + ldc, uint16_t(0));
+}
+
+void dense_i8__ref(const QDense8& w, const QInputU8& x, float* y, uint32_t r0, uint32_t r1) {
+  const float s = x.scale * w.qscale;
+  for (uint32_t r = r0; r < r1; ++r) {
+    const uint8_t* cr = w.codes + size_t(r) * w.ldc;
+    int64_t acc = 0;
+    for (uint32_t c = 0; c < w.cols; ++c) acc += int64_t(x.q[c]) * w.qcodebook[cr[c]];
+    y[r] += dense_i8_out(acc, x.zero, w.qrowsum[r], s);
+  }
+}
+
+// Four rows share each input byte; int32 sums (exact below kDenseI8MaxCols columns).
+void dense_i8__generic(const QDense8& w, const QInputU8& x, float* y, uint32_t r0, uint32_t r1) {
+  const float s = x.scale * w.qscale;
+  const int8_t* cb = w.qcodebook;
+  uint32_t r = r0;
+  for (; r + 4 <= r1; r += 4) {
+    const uint8_t* c0 = w.codes + size_t(r) * w.ldc;
+    const uint8_t *c1 = c0 + w.ldc, *c2 = c1 + w.ldc, *c3 = c2 + w.ldc;
+    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    for (uint32_t c = 0; c < w.cols; ++c) {
+      const int32_t xv = x.q[c];
+      a0 += xv * cb[c0[c]];
+      a1 += xv * cb[c1[c]];
+      a2 += xv * cb[c2[c]];
+      a3 += xv * cb[c3[c]];
+    }
+    y[r] += dense_i8_out(a0, x.zero, w.qrowsum[r], s);
+    y[r + 1] += dense_i8_out(a1, x.zero, w.qrowsum[r + 1], s);
+    y[r + 2] += dense_i8_out(a2, x.zero, w.qrowsum[r + 2], s);
+    y[r + 3] += dense_i8_out(a3, x.zero, w.qrowsum[r + 3], s);
+  }
+  for (; r < r1; ++r) {
+    const uint8_t* cr = w.codes + size_t(r) * w.ldc;
+    int32_t a = 0;
+    for (uint32_t c = 0; c < w.cols; ++c) a += int32_t(x.q[c]) * cb[cr[c]];
+    y[r] += dense_i8_out(a, x.zero, w.qrowsum[r], s);
+  }
+}
+
+void dense_bf16__ref(const QDense8& w, const uint16_t* x, float* y, uint32_t r0, uint32_t r1) {
+  for (uint32_t r = r0; r < r1; ++r) {
+    const uint8_t* cr = w.codes + size_t(r) * w.ldc;
+    double s = 0;  // each bf16 product is exact in fp32; the sum here in double
+    for (uint32_t c = 0; c < w.cols; ++c) s += double(bf16_float(w.bcodebook[cr[c]]) * bf16_float(x[c]));
+    y[r] += float(s);
+  }
+}
+
+void dense_bf16__generic(const QDense8& w, const uint16_t* x, float* y, uint32_t r0, uint32_t r1) {
+  float cb[256];
+  for (int k = 0; k < 256; ++k) cb[k] = bf16_float(w.bcodebook[k]);
+  uint32_t r = r0;
+  for (; r + 4 <= r1; r += 4) {
+    const uint8_t* c0 = w.codes + size_t(r) * w.ldc;
+    const uint8_t *c1 = c0 + w.ldc, *c2 = c1 + w.ldc, *c3 = c2 + w.ldc;
+    float a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    for (uint32_t c = 0; c < w.cols; ++c) {
+      const float xv = bf16_float(x[c]);
+      a0 += cb[c0[c]] * xv;
+      a1 += cb[c1[c]] * xv;
+      a2 += cb[c2[c]] * xv;
+      a3 += cb[c3[c]] * xv;
+    }
+    y[r] += a0;
+    y[r + 1] += a1;
+    y[r + 2] += a2;
+    y[r + 3] += a3;
+  }
+  for (; r < r1; ++r) {
+    const uint8_t* cr = w.codes + size_t(r) * w.ldc;
+    float a = 0;
+    for (uint32_t c = 0; c < w.cols; ++c) a += cb[cr[c]] * bf16_float(x[c]);
+    y[r] += a;
+  }
+}
+
+bool cpu_has_avx512_vnni_vbmi() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vbmi");
+#else
+  return false;
+#endif
+}
+
+bool cpu_has_avx512_bf16() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512bf16");
+#else
+  return false;
+#endif
 }
 
 }  // namespace dcrt

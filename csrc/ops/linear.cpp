@@ -35,17 +35,32 @@ void run_linear(const OpCtx& c) {
     const uint32_t nlive = live_columns(cur, L.cols, live);
     if (!L.dense8.empty() && nlive >= L.dense8_cols_density * L.cols) {
       // Dense codebook: equal row ranges (the cost per row is the same), multiples of 4 rows.
-      const QDense8 w{L.rows, L.cols, L.code_bits, dense8_ldc(L.cols), L.dense8.data(), L.codebook.data()};
-      const DenseQ8Fn f = c.m.dense_q8().dense_q8;
+      // A precision mode rounds the input once here, before the split (dense_q8.hpp).
+      const QDense8 w = L.dense8_view();
       const uint32_t parts = std::max<uint32_t>(1, std::min<uint32_t>(tasks, L.rows / 64));
-      if (parts == 1)
-        f(w, cur, nxt, 0, L.rows);
-      else
-        c.par(parts, [&](size_t t, unsigned) {
-          const uint32_t r0 = uint32_t(uint64_t(L.rows) * t / parts) / 4 * 4;
-          const uint32_t r1 = t + 1 == parts ? L.rows : uint32_t(uint64_t(L.rows) * (t + 1) / parts) / 4 * 4;
-          f(w, cur, nxt, r0, r1);
-        });
+      const auto split = [&](const auto& f) {
+        if (parts == 1)
+          f(0u, L.rows);
+        else
+          c.par(parts, [&](size_t t, unsigned) {
+            const uint32_t r0 = uint32_t(uint64_t(L.rows) * t / parts) / 4 * 4;
+            const uint32_t r1 = t + 1 == parts ? L.rows : uint32_t(uint64_t(L.rows) * (t + 1) / parts) / 4 * 4;
+            f(r0, r1);
+          });
+      };
+      if (L.dense8_prec == kPrecisionInt8) {
+        const QInputU8 q = quantize_input_u8(cur, L.cols, w.ldc, reinterpret_cast<uint8_t*>(c.ws.lowp.data()));
+        const DenseI8Fn f = c.m.dense_i8().dense_i8;
+        split([&](uint32_t r0, uint32_t r1) { f(w, q, nxt, r0, r1); });
+      } else if (L.dense8_prec == kPrecisionBf16) {
+        round_input_bf16(cur, L.cols, w.ldc, c.ws.lowp.data());
+        const DenseBf16Fn f = c.m.dense_bf16().dense_bf16;
+        const uint16_t* xb = c.ws.lowp.data();
+        split([&](uint32_t r0, uint32_t r1) { f(w, xb, nxt, r0, r1); });
+      } else {
+        const DenseQ8Fn f = c.m.dense_q8().dense_q8;
+        split([&](uint32_t r0, uint32_t r1) { f(w, cur, nxt, r0, r1); });
+      }
     } else if (L.dense8.empty() && nlive >= L.cols16_density * L.cols) {  // no row form beside a dense codebook
       const QTiles16 w = L.rows16.view(L.codebook.data());
       const auto& sp = L.rows16.split;

@@ -23,6 +23,7 @@ struct Workspace {
   std::vector<float> scratch;  // per worker: one padded channel plane (depthwise convs)
   std::vector<float> packed;   // convs of small feature maps in a batch (ops/conv.cpp): grown on first use
   std::vector<uint32_t> live;  // batch 1: the live input columns of a linear layer
+  std::vector<uint16_t> lowp;  // batch 1: a dense-codebook layer's input in int8 or bf16 (precision modes)
   std::vector<const float*> ins;  // the running op's input pointers
   // Sizes saturate (then the allocation fails with bad_alloc) instead of wrapping.
   void reserve(size_t n, const BufferPlan& p) {
@@ -31,6 +32,7 @@ struct Workspace {
     xt.resize(n > 1 ? sat_mul(batch_lanes(n), p.lin_cols) : 0);
     yt.resize(n > 1 ? sat_mul(batch_lanes(n), p.lin_rows) : 0);
     live.resize(p.lin_cols);
+    lowp.resize((p.lin_cols + 63) / 64 * 64);
     xpad.resize(sat_add(sat_mul(n, p.padded), kConvSlack));
     scratch.resize(p.scratch);
     cap_n = n;

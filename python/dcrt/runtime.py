@@ -100,6 +100,12 @@ class Model:
         return self._m.threads
 
     @property
+    def precision(self) -> str:
+        """The precision mode it was loaded with ("fp32", "bf16" or "int8"); which layers run in
+        it: ``layers()[i]["precision"]``."""
+        return self._m.precision
+
+    @property
     def plan(self) -> dict:
         """The per-sample buffer plan fixed at load: ``activation`` and ``padded`` (float32
         elements of the largest activation and padded conv input), ``lin_cols``/``lin_rows``
@@ -191,6 +197,11 @@ class Model:
                  f"{self.threads} threads; per sample: activations {4 * plan['arena'] / 1024:,.1f} KiB at peak "
                  f"(buffers planned by liveness), workspace {plan['bytes_per_sample'] / 1024:,.1f} KiB in all, "
                  f"{plan['work'] / 1e6:,.2f} M multiply-adds"]
+        if self.precision != "fp32":
+            low = [self._layer_name(i, L["name"]) for i, L in enumerate(layers) if L.get("precision", "fp32") != "fp32"]
+            lines.append(f"precision {self.precision}: " + (
+                f"batch 1 of {', '.join(low)} (dense codebook); everything else fp32" if low else
+                "no layer runs in it (only dense-codebook layers at batch 1 do; the cost model chose none): all fp32"))
         lines += ["  ".join(c.ljust(w[k]) for k, c in enumerate(r)).rstrip() for r in rows]
         return "\n".join(lines)
 
@@ -207,7 +218,7 @@ def kernels() -> list:
 
 def loads(data, device: str = "cpu", threads: int | None = None, *, max_activation: int | None = None,
           max_work: int | None = None, fuse: bool = True, kernels: dict | None = None,
-          dense_codebook: str = "auto"):
+          dense_codebook: str = "auto", precision: str = "fp32"):
     """Load a model from the bytes of a .dcz file (``bytes`` or any bytes-like object). Any
     malformed byte string raises :class:`dcrt.FormatError` naming the section and field.
 
@@ -232,31 +243,45 @@ def loads(data, device: str = "cpu", threads: int | None = None, *, max_activati
     ``dense_codebook``: where a sparse linear layer keeps many of its weights, batch 1 can walk
     every code (a byte per weight, decoded by register shuffles) instead of the sparse row form.
     "auto" asks a cost model measured on this CPU (once per process; ``Model.layers()[i]["plan"]``
-    says what it measured and chose), "always" / "never" force it (tests, benchmarks)."""
+    says what it measured and chose), "always" / "never" force it (tests, benchmarks).
+
+    ``precision``: "fp32" (the default) or, opt-in, "int8" / "bf16" for the dense-codebook layers
+    at batch 1: their codebook rounded to int8 (one scale per layer) and the input quantized per
+    call to 8 bits (VNNI dot products), or both rounded to bf16 (AVX512-BF16), sums in int32 /
+    fp32. The cost model then weighs that kernel, so more layers may take the dense codebook.
+    Every other product stays fp32; ``summary()`` and ``layers()[i]["precision"]`` say what runs
+    in which. On a CPU without the instructions the portable kernels give the same results
+    (int8: the same bits), slower, and the cost model usually keeps the sparse fp32 forms.
+    Measured errors: docs/precision.md."""
     if not isinstance(device, str) or not (device == "cpu" or device.startswith("cuda")):
         raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
     data = _as_bytes(data)
     max_activation = (1 << 28) if max_activation is None else _int_arg(max_activation, "max_activation", 1, 1 << 62)
     max_work = (1 << 63) - 1 if max_work is None else _int_arg(max_work, "max_work", 1, (1 << 63) - 1)
+    if not isinstance(precision, str) or precision not in ("fp32", "bf16", "int8"):
+        raise ValueError(f"precision must be 'fp32', 'bf16' or 'int8', got {precision!r}")
     if device != "cpu":
+        if precision != "fp32":
+            raise ValueError(f"precision={precision!r} is a CPU mode; the CUDA runtime runs fp32")
         from .cuda import load_cuda
         return load_cuda(data, device)
     if not isinstance(fuse, bool):
         raise TypeError(f"fuse must be True or False, got {type(fuse).__name__}")
     if dense_codebook not in ("auto", "always", "never"):
         raise ValueError(f"dense_codebook must be 'auto', 'always' or 'never', got {dense_codebook!r}")
-    return Model(_core().Model(data, _threads(threads), max_activation, max_work, fuse, kernels, dense_codebook))
+    return Model(_core().Model(data, _threads(threads), max_activation, max_work, fuse, kernels, dense_codebook,
+                               precision))
 
 
 def load(path, device: str = "cpu", threads: int | None = None, *, max_activation: int | None = None,
          max_work: int | None = None, fuse: bool = True, kernels: dict | None = None,
-         dense_codebook: str = "auto"):
+         dense_codebook: str = "auto", precision: str = "fp32"):
     """Load a .dcz file for inference. ``threads=None`` uses every core this process may run on
-    (CPU); ``device="cuda"`` keeps the model on the GPU; limits, ``fuse``, ``kernels`` and
-    ``dense_codebook`` as in :func:`loads`."""
+    (CPU); ``device="cuda"`` keeps the model on the GPU; limits, ``fuse``, ``kernels``,
+    ``dense_codebook`` and ``precision`` as in :func:`loads`."""
     with open(os.fspath(path), "rb") as f:
         data = f.read()
     m = loads(data, device, threads, max_activation=max_activation, max_work=max_work, fuse=fuse, kernels=kernels,
-              dense_codebook=dense_codebook)
+              dense_codebook=dense_codebook, precision=precision)
     m.path = os.fspath(path)
     return m
