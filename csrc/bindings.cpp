@@ -249,6 +249,7 @@ PYBIND11_MODULE(_core, m) {
                                                  "% of inputs are non-zero, else " + m.spmv_cols().name +
                                                  " (column form); batch > 1: " + m.spmm_rows().name;
                                    d["dense_codebook"] = !L.dense8.empty();
+                                   d["dense_codebook_below"] = L.dense8_cols_density;  // input density: column form below
                                    // The precision batch 1 multiplies this layer's weights in.
                                    d["precision"] = prec_names[L.dense8.empty() ? 0 : L.dense8_prec];
                                    if (!L.dense8_why.empty()) d["dense_codebook_why"] = L.dense8_why;

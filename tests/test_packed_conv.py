@@ -1,7 +1,8 @@
 """Convs of small feature maps in a batch (csrc/ops/conv.cpp): below 64 output pixels a batch runs
 as one product over every (sample, pixel) lane (im2col + the batched rows kernel, or plain fp32
-rows), depthwise convs by per-channel taps with bounds per tap; the per-sample kernels (what a
-batch of one runs) and the numpy reference forward (dcrt.decompress) are the twins.
+rows), depthwise convs 16 channels at a time vectorised across the channels (any batch); the
+per-sample kernels (what a batch of one runs) and the numpy reference forward (dcrt.decompress)
+are the twins.
 """
 import numpy as np
 import pytest
@@ -26,6 +27,14 @@ def cases():
         "depthwise_dilated": net([cv(6, 6, 3, pad=1, groups=6, dilation=(2, 1), name="dwd")], shape=(6, 7, 5)),
         "depthwise_1x1_input": net([cv(10, 10, 3, pad=1, groups=10, name="dw")], shape=(10, 1, 1)),
         "depthwise_9x9": net([cv(4, 4, 9, pad=4, groups=4, name="dw9")], shape=(4, 5, 5)),  # 81 taps: im2col form
+        # 16-channel blocks (any batch): 37 channels = two full blocks and a partial one, stride 2
+        # from 14x14 to 7x7; a residual and ReLU6 in the epilogue at 2x2; 40 channels at 1x1
+        "depthwise_blocks_stride2": net([cv(37, 37, 3, stride=2, pad=1, groups=37, name="dw")], shape=(37, 14, 14)),
+        "depthwise_blocks_residual": net([cv(20, 20, 3, pad=1, groups=20, name="dw"), Node("add", inputs=[1, 0]),
+                                          Node("clip", RELU6)], shape=(20, 2, 2)),
+        "depthwise_blocks_1x1": net([cv(40, 40, 3, pad=1, groups=40, name="dw")], shape=(40, 1, 1)),
+        # an input over the blocks' 256 pixels: the per-channel kernels (batch 1), im2col (batches)
+        "depthwise_large_input": net([cv(5, 5, 3, stride=3, pad=0, groups=5, name="dw")], shape=(5, 17, 17)),
         # ResNet basic block at 2x2: conv-relu, conv + x, relu (fused into the second conv's epilogue)
         "basic_block_2x2": net([cv(16, 16, name="c1"), Node("relu"), cv(16, 16, name="c2"),
                                 Node("add", inputs=[3, 0]), Node("relu")], shape=(16, 2, 2)),
