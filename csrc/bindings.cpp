@@ -8,6 +8,7 @@
 
 #include "huffman.hpp"
 #include "model.hpp"
+#include "ops/ops.hpp"
 #include "py_common.hpp"
 #include "registry.hpp"
 #include "relidx.hpp"
@@ -222,6 +223,9 @@ PYBIND11_MODULE(_core, m) {
                                                              : std::string(m.conv().name))
                                                       : std::string(m.spmv_rows().name) + " / " + m.spmv_cols().name +
                                                             " / " + m.spmm_rows().name;
+                                 if (conv && L.rows16.tiles > 0)  // a pointwise conv on a one-pixel map
+                                   d["kernel"] = std::string(m.spmv_rows().name) + " (batch 1, 1x1 map) / " +
+                                                 d["kernel"].cast<std::string>();
                                  if (L.storage == kStorageSparse && !conv) {
                                    // What batch 1 runs, and when: the runtime's own model of both forms.
                                    d["spmv_cols_below"] = L.cols16_density;
@@ -271,8 +275,12 @@ PYBIND11_MODULE(_core, m) {
                                  if (o.type == OpType::Conv2d) {
                                    const ConvGeom& g = x.geom;
                                    d["padding"] = py::make_tuple(g.ph, g.pb, g.pw, g.pr);  // top, bottom, left, right
-                                   d["kernel"] = !x.padded && !x.plane ? "spmm_rows (pointwise)"
-                                                 : m.layers()[o.layer].storage == kStoragePlain ? "conv_f32"
+                                   const ExecLayer& L = m.layers()[o.layer];
+                                   d["kernel"] = conv_small_depthwise(L, g) ? "depthwise, 16-channel blocks (small map)"
+                                                 : !x.padded && !x.plane
+                                                     ? (L.rows16.tiles ? std::string(m.spmv_rows().name) + " (pointwise, 1-pixel map)"
+                                                                       : std::string("spmm_rows (pointwise)"))
+                                                 : L.storage == kStoragePlain ? "conv_f32"
                                                  : conv_is_depthwise(g) ? m.conv_dw().name : m.conv().name;
                                  }
                                  d["type"] = op_name(o.type);

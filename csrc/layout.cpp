@@ -346,6 +346,18 @@ void Model::decode_layers(ParsedFile& f) {
     else
       builds.push_back({double(L.nnz), i, kRows});
   }
+  // Pointwise convs whose output map is one pixel (MobileNetV2's last blocks on small inputs) are
+  // at batch 1 a matrix-vector product: they get the row form too (ops/conv.cpp), not the
+  // batched kernel on a single lane.
+  for (size_t j = 0; j < ops_.size(); ++j) {
+    if (ops_[j].layer < 0) continue;
+    const uint32_t i = uint32_t(ops_[j].layer);
+    ExecLayer& L = layers_[i];
+    const ConvGeom& g = exec_[j].geom;
+    if (L.kind == kLayerConv2d && conv_is_pointwise(L.storage, L.kh, L.kw, g) && g.out_h == 1 && g.out_w == 1 &&
+        L.rows16.tiles == 0 && std::none_of(builds.begin(), builds.end(), [i](const auto& b) { return std::get<1>(b) == i; }))
+      builds.push_back({double(L.nnz), i, kRows});
+  }
   std::stable_sort(builds.begin(), builds.end(), [](const auto& a, const auto& b) { return std::get<0>(a) > std::get<0>(b); });
   pool_->parallel_for(builds.size(), [&](size_t j, unsigned) {
     ExecLayer& L = layers_[std::get<1>(builds[j])];

@@ -141,8 +141,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   uint32_t h = 2166136261u;
   for (size_t i = 0; i < size; i += 61) h = (h ^ data[i]) * 16777619u;
   const unsigned threads = (h & 15) == 0 ? 2 : 1;
+  // One in four with the dense codebook forced in a precision mode (int8, bf16: mode 6, 7), so that the
+  // dense layouts and the low-precision kernels see every file too.
+  const unsigned mode = (h >> 4) & 7;
+  const int dense = mode >= 6 ? 1 : 0;
+  const int prec = mode == 6 ? dcrt::kPrecisionInt8 : mode == 7 ? dcrt::kPrecisionBf16 : dcrt::kPrecisionFp32;
   try {
-    dcrt::Model m(data, size, threads, lim);
+    dcrt::Model m(data, size, threads, lim, true, {}, dense, prec);
     const size_t in = m.input_shape().numel(), out = m.output_shape().numel();
     std::vector<float> x(2 * in), y(2 * out);
     for (size_t i = 0; i < x.size(); ++i) x[i] = float(int(i * 2654435761u % 2001) - 1000) * 1e-3f;

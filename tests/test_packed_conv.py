@@ -17,6 +17,10 @@ def cases():
     return {
         # MobileNetV2's last blocks on 28x28 inputs: 1x1 maps
         "pointwise_1x1": net([cv(16, 24, 1, pad=0, name="pw")], shape=(16, 1, 1)),
+        # one-pixel maps at batch 1: the row form (spmv_rows), its shares split over threads
+        "pointwise_1x1_wide_relu6": net([cv(160, 1280, 1, pad=0, name="pw"), Node("clip", RELU6)], shape=(160, 1, 1)),
+        "pointwise_1x1_residual": net([cv(64, 64, 1, pad=0, name="pw"), Node("add", inputs=[1, 0]), Node("relu")],
+                                      shape=(64, 1, 1)),
         "pointwise_2x2_relu6": net([cv(12, 20, 1, pad=0, name="pw"), Node("clip", RELU6)], shape=(12, 2, 2)),
         "3x3_stride2": net([cv(8, 12, 3, stride=2, pad=1, name="c")], shape=(8, 7, 7)),
         "grouped": net([cv(8, 12, 3, pad=1, groups=4, name="g")], shape=(8, 3, 3)),

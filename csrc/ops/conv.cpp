@@ -1,6 +1,7 @@
 // conv2d: pointwise convs as sparse products on [C, H*W]; the rest direct on the phase-split
 // padded input (kernels/qsparse.hpp PadGeom), depthwise ones on their own kernel.
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 #include "../kernels/dense.hpp"
@@ -103,10 +104,14 @@ void packed_conv(const OpCtx& c, const ExecLayer& L, const ConvGeom& g) {
 constexpr uint32_t kDwLanes = 16;
 constexpr size_t kDwMaxInPixels = 256;  // the transposed input block on the stack: 16 KB
 
-bool small_depthwise_applies(const ExecLayer& L, const ConvGeom& g) {
+}  // namespace
+
+bool conv_small_depthwise(const ExecLayer& L, const ConvGeom& g) {
   return conv_is_depthwise(g) && size_t(g.kh) * g.kw <= 64 && size_t(g.out_h) * g.out_w < kPackedMaxPixels &&
          size_t(g.in_h) * g.in_w <= kDwMaxInPixels && (L.storage == kStorageSparse || L.storage == kStoragePlain);
 }
+
+namespace {
 
 void small_depthwise(const OpCtx& c, const ExecLayer& L, const ConvGeom& g) {
   const float* x = c.in[0];
@@ -186,7 +191,7 @@ void run_conv2d(const OpCtx& c) {
   float* nxt = c.out;
   const size_t n = c.n, in_sz = size_t(g.in_c) * g.in_h * g.in_w, out_sz = op.out.numel();
   const unsigned tasks = c.tasks, T = c.m.threads();
-  if (small_depthwise_applies(L, g)) {
+  if (conv_small_depthwise(L, g)) {
     small_depthwise(c, L, g);
     return;
   }
@@ -199,8 +204,22 @@ void run_conv2d(const OpCtx& c) {
     // The sparse product W[out, in] x X[in, H*W]: [in, H*W] already is the batched kernel's
     // [cols, lanes] layout (XNNPACK's sparse-inference case), the pixels are the lanes, no padded
     // copy, no transpose. Tasks: (sample, chunk of rows with equal shares of the non-zeros).
-    const QConvRows w = L.conv_view();
     const size_t hw = size_t(g.out_h) * g.out_w;
+    if (n == 1 && hw == 1 && L.rows16.tiles > 0) {
+      // A one-pixel map: the matrix-vector product on the row form built at load (layout.cpp),
+      // as a linear layer's batch 1 (the batched kernel would run one lane of sixteen).
+      std::memcpy(nxt, L.bias.data(), L.rows * sizeof(float));
+      const QTiles16 w = L.rows16.view(L.codebook.data());
+      const auto& sp = L.rows16.split;
+      const SpmvRowsFn f = c.m.spmv_rows().spmv_rows;
+      if (tasks == 1 || sp.size() == 2)
+        f(w, cur, nxt, 0, L.rows);
+      else
+        c.par(sp.size() - 1, [&](size_t t, unsigned) { f(w, cur, nxt, sp[t], sp[t + 1]); });
+      c.epilogue(0, 1, 0, L.rows);
+      return;
+    }
+    const QConvRows w = L.conv_view();
     const unsigned chunks = tasks == 1 ? 1 : 4 * tasks;
     const uint32_t* rp = L.conv_rowptr.data();
     const SpmmRowsFn f = c.m.spmm_rows().spmm_rows;

@@ -17,6 +17,9 @@ namespace dcrt {
 inline size_t batch_lanes(size_t n) { return (n + 7) / 8 * 8; }
 
 // One caller's buffers (Model keeps a free list): n samples of the load-time plan.
+// Whether a depthwise conv runs in 16-channel blocks (small maps, any batch: ops/conv.cpp).
+bool conv_small_depthwise(const ExecLayer& L, const ConvGeom& g);
+
 struct Workspace {
   size_t cap_n = 0;
   std::vector<float> arena, xt, yt, xpad;
