@@ -79,6 +79,8 @@ const std::vector<KernelInfo>& kernel_registry() {
 #if DCRT_HAVE_AVX2
     k = KernelInfo{"transpose_f32__avx2", "transpose", "avx2", false}; k.transpose = transpose_f32__avx2;
     k.supported = cpu_has_avx2_fma; add(k);
+    k = KernelInfo{"transpose_f32__avx512", "transpose", "avx512", false}; k.transpose = transpose_f32__avx512;
+    k.supported = cpu_has_avx512; add(k);
 #endif
     k = KernelInfo{"crc32_bytewise__ref", "crc32", "ref", true}; k.crc32 = crc32_bytewise__ref; add(k);
     k = KernelInfo{"crc32_slice8__generic", "crc32", "generic", false}; k.crc32 = crc32_slice8__generic; add(k);

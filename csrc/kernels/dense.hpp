@@ -18,6 +18,7 @@ using TransposeFn = void (*)(const float* src, size_t ld_src, float* dst, size_t
 void transpose_f32__ref(const float* src, size_t ld_src, float* dst, size_t ld_dst, size_t nr, size_t nc);
 void transpose_f32__generic(const float* src, size_t ld_src, float* dst, size_t ld_dst, size_t nr, size_t nc);
 void transpose_f32__avx2(const float* src, size_t ld_src, float* dst, size_t ld_dst, size_t nr, size_t nc);
+void transpose_f32__avx512(const float* src, size_t ld_src, float* dst, size_t ld_dst, size_t nr, size_t nc);
 
 // Channels [c0, c1) of one sample.
 void maxpool_f32(const PoolGeom& g, const float* x, float* y, uint32_t c0, uint32_t c1);

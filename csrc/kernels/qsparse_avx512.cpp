@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "kernels/dense.hpp"
 #include "kernels/dense_q8.hpp"
 #include "kernels/qsparse.hpp"
 #include "kernels/spmv16.hpp"
@@ -166,6 +167,58 @@ void dense_q8__avx512(const QDense8& w, const float* x, float* y, uint32_t r0, u
   else if (w.code_bits == 5) dq8_rows512<1>(w, x, y, r0, r1);
   else if (w.code_bits == 6) dq8_rows512<2>(w, x, y, r0, r1);
   else dq8_rows512<3>(w, x, y, r0, r1);
+}
+
+}  // namespace dcrt
+
+namespace dcrt {
+
+// 16 x 16 blocks in registers (unpack, shuffle within 128-bit lanes, then two rounds of
+// 128-bit lane shuffles), in 64 x 64 tiles as the AVX2 form; edges fall back to scalar.
+void transpose_f32__avx512(const float* __restrict src, size_t ld_src, float* __restrict dst, size_t ld_dst,
+                           size_t nr, size_t nc) {
+  constexpr size_t T = 64;
+  for (size_t c0 = 0; c0 < nc; c0 += T)
+    for (size_t r0 = 0; r0 < nr; r0 += T) {
+      const size_t c1 = std::min(nc, c0 + T), r1 = std::min(nr, r0 + T);
+      size_t r = r0;
+      for (; r + 16 <= r1; r += 16) {
+        size_t c = c0;
+        for (; c + 16 <= c1; c += 16) {
+          const float* s = src + r * ld_src + c;
+          __m512 t[16], u[16];
+#pragma GCC unroll 8
+          for (int i = 0; i < 16; i += 2) {
+            const __m512 a = _mm512_loadu_ps(s + i * ld_src), b = _mm512_loadu_ps(s + (i + 1) * ld_src);
+            t[i] = _mm512_unpacklo_ps(a, b);
+            t[i + 1] = _mm512_unpackhi_ps(a, b);
+          }
+          // u[4g + m], lane k: rows 4g..4g+3 of column 4k + m
+#pragma GCC unroll 4
+          for (int g = 0; g < 4; ++g) {
+            u[4 * g] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0x44);
+            u[4 * g + 1] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0xEE);
+            u[4 * g + 2] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0x44);
+            u[4 * g + 3] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0xEE);
+          }
+          float* d = dst + c * ld_dst + r;
+#pragma GCC unroll 4
+          for (int m = 0; m < 4; ++m) {
+            const __m512 v = _mm512_shuffle_f32x4(u[m], u[4 + m], 0x88), w = _mm512_shuffle_f32x4(u[m], u[4 + m], 0xDD);
+            const __m512 v2 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0x88);
+            const __m512 w2 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0xDD);
+            _mm512_storeu_ps(d + size_t(m) * ld_dst, _mm512_shuffle_f32x4(v, v2, 0x88));        // k = 0
+            _mm512_storeu_ps(d + size_t(4 + m) * ld_dst, _mm512_shuffle_f32x4(w, w2, 0x88));    // k = 1
+            _mm512_storeu_ps(d + size_t(8 + m) * ld_dst, _mm512_shuffle_f32x4(v, v2, 0xDD));    // k = 2
+            _mm512_storeu_ps(d + size_t(12 + m) * ld_dst, _mm512_shuffle_f32x4(w, w2, 0xDD));   // k = 3
+          }
+        }
+        for (; c < c1; ++c)
+          for (size_t i = r; i < r + 16; ++i) dst[c * ld_dst + i] = src[i * ld_src + c];
+      }
+      for (; r < r1; ++r)
+        for (size_t c = c0; c < c1; ++c) dst[c * ld_dst + r] = src[r * ld_src + c];
+    }
 }
 
 }  // namespace dcrt
