@@ -276,7 +276,7 @@ PYBIND11_MODULE(_core, m) {
                                    const ConvGeom& g = x.geom;
                                    d["padding"] = py::make_tuple(g.ph, g.pb, g.pw, g.pr);  // top, bottom, left, right
                                    const ExecLayer& L = m.layers()[o.layer];
-                                   d["kernel"] = conv_small_depthwise(L, g) ? "depthwise, 16-channel blocks (small map)"
+                                   d["kernel"] = conv_small_depthwise(L, g) ? std::string(m.dw_blocks().name) + " (small map)"
                                                  : !x.padded && !x.plane
                                                      ? (L.rows16.tiles ? std::string(m.spmv_rows().name) + " (pointwise, 1-pixel map)"
                                                                        : std::string("spmm_rows (pointwise)"))

@@ -345,6 +345,57 @@ void bind_kernels(py::module_& m) {
      py::arg("ph"), py::arg("pw"), py::arg("groups"), py::arg("oc_chunk") = 0, py::arg("row_chunk") = 0,
      py::arg("dh") = 1, py::arg("dw") = 1, py::arg("pb") = -1, py::arg("pr") = -1, py::arg("res") = py::none(),
      py::arg("clamp") = py::none());
+  // Depthwise small-map kernels: w [C, kh * kw] fp32 (zeros: pruned), x [C, H, W]; channel
+  // ranges of oc_chunk run in turn.
+  m.def("conv_dw_blocks", [](const std::string& name, py::array_t<float, py::array::c_style> w,
+                             py::array_t<float, py::array::c_style> bias, py::array_t<float, py::array::c_style> x,
+                             uint32_t kh, uint32_t kw, uint32_t sh, uint32_t sw, uint32_t ph, uint32_t pw, int64_t pb,
+                             int64_t pr, uint32_t dh, uint32_t dw, uint32_t oc_chunk, py::object res, py::object clamp) {
+    const KernelInfo& k = kernel(name, "conv_dw_blocks");
+    if (x.ndim() != 3) throw py::value_error("x must be [C, H, W]");
+    const uint32_t C = uint32_t(x.shape(0)), H = uint32_t(x.shape(1)), W = uint32_t(x.shape(2));
+    if (size_t(H) * W > kDwMaxInPixels) throw py::value_error("the input map must have at most 256 pixels");
+    if (size_t(kh) * kw > kDwMaxTaps) throw py::value_error("at most 64 taps");
+    if (w.ndim() != 2 || uint32_t(w.shape(0)) != C || uint64_t(w.shape(1)) != uint64_t(kh) * kw)
+      throw py::value_error("w must be [C, kh * kw]");
+    if (uint32_t(bias.size()) != C) throw py::value_error("bias must be [C]");
+    const uint32_t pbb = pb < 0 ? ph : uint32_t(pb), prr = pr < 0 ? pw : uint32_t(pr);
+    if (pbb > 64 || prr > 64) throw py::value_error("pb, pr: at most 64 here");
+    WindowOut wo;
+    const std::string ge = check_conv_geometry(C, H, W, kh, kw, sh, sw, std::max(ph, pbb), std::max(pw, prr), dh, dw, wo);
+    if (!ge.empty()) throw py::value_error("conv geometry: " + ge);
+    const uint64_t ekh = uint64_t(dh) * (kh - 1) + 1, ekw = uint64_t(dw) * (kw - 1) + 1;
+    if (ekh > uint64_t(H) + ph + pbb || ekw > uint64_t(W) + pw + prr) throw py::value_error("kernel larger than the padded input");
+    const uint32_t oh = uint32_t((H + ph + pbb - ekh) / sh + 1), ow = uint32_t((W + pw + prr - ekw) / sw + 1);
+    ConvGeom g{C, H, W, C, oh, ow, kh, kw, sh, sw, ph, pw, C, pbb, prr, dh, dw};
+    ConvEpilogue ep;
+    py::array_t<float, py::array::c_style> res_a;
+    if (!res.is_none()) {
+      res_a = res.cast<py::array_t<float, py::array::c_style>>();
+      if (res_a.ndim() != 3 || uint32_t(res_a.shape(0)) != C || uint32_t(res_a.shape(1)) != oh ||
+          uint32_t(res_a.shape(2)) != ow)
+        throw py::value_error("res must be shaped like the output");
+      ep.res = res_a.data();
+    }
+    if (!clamp.is_none()) {
+      const auto lh = clamp.cast<std::pair<float, float>>();
+      ep.clamp = true;
+      ep.lo = lh.first;
+      ep.hi = lh.second;
+    }
+    if (!oc_chunk) oc_chunk = C;
+    py::array_t<float> y({py::ssize_t(C), py::ssize_t(oh), py::ssize_t(ow)});
+    float* yp = y.mutable_data();
+    {
+      py::gil_scoped_release nogil;
+      for (uint32_t oc0 = 0; oc0 < C; oc0 += oc_chunk)
+        k.dw_blocks(w.data(), g, bias.data(), x.data(), yp, oc0, std::min(C, oc0 + oc_chunk), ep);
+    }
+    return y;
+  }, py::arg("name"), py::arg("w"), py::arg("bias"), py::arg("x"), py::arg("kh"), py::arg("kw"), py::arg("sh") = 1,
+     py::arg("sw") = 1, py::arg("ph") = 0, py::arg("pw") = 0, py::arg("pb") = -1, py::arg("pr") = -1,
+     py::arg("dh") = 1, py::arg("dw") = 1, py::arg("oc_chunk") = 0, py::arg("res") = py::none(),
+     py::arg("clamp") = py::none());
   m.def("huffman_decode", [](const std::string& name, py::array_t<uint8_t, py::array::c_style> lengths,
                              const py::bytes& stream, py::array_t<uint32_t, py::array::c_style> offsets,
                              uint64_t n_symbols, uint32_t chunk_symbols) {

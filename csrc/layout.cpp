@@ -12,6 +12,7 @@
 
 #include "huffman.hpp"
 #include "model.hpp"
+#include "ops/ops.hpp"
 #include "relidx.hpp"
 
 namespace dcrt {
@@ -354,6 +355,13 @@ void Model::decode_layers(ParsedFile& f) {
     const uint32_t i = uint32_t(ops_[j].layer);
     ExecLayer& L = layers_[i];
     const ConvGeom& g = exec_[j].geom;
+    if (L.kind == kLayerConv2d && L.storage == kStorageSparse && conv_small_depthwise(L, g) && L.dw_dense.empty()) {
+      const uint32_t taps = L.kh * L.kw, mask = (1u << L.code_bits) - 1;
+      L.dw_dense.assign(size_t(L.rows) * taps, 0.f);
+      for (uint32_t r = 0; r < L.rows; ++r)
+        for (uint32_t e = L.conv_rowptr[r]; e < L.conv_rowptr[r + 1]; ++e)
+          L.dw_dense[size_t(r) * taps + (L.conv_entries[e] >> 8)] = L.codebook[L.conv_entries[e] & mask];
+    }
     if (L.kind == kLayerConv2d && conv_is_pointwise(L.storage, L.kh, L.kw, g) && g.out_h == 1 && g.out_w == 1 &&
         L.rows16.tiles == 0 && std::none_of(builds.begin(), builds.end(), [i](const auto& b) { return std::get<1>(b) == i; }))
       builds.push_back({double(L.nnz), i, kRows});

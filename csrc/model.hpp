@@ -70,6 +70,9 @@ struct ExecLayer {
   mutable std::vector<uint32_t> conv_rowptr, conv_entries, row_work;
   mutable uint32_t row_tiles = 1, row_tile_cols = 0;
   std::unique_ptr<std::once_flag> rows_once = std::make_unique<std::once_flag>();
+  // Sparse depthwise convs of small maps (ops/conv.cpp, conv_dw_blocks): the weights decoded to
+  // [channels][taps] fp32 at load, zeros where pruned.
+  std::vector<float> dw_dense;
   QSparseMatrix view() const {
     return QSparseMatrix{rows, cols, code_bits, colptr.data(), entries.data(), codebook.data()};
   }
@@ -180,6 +183,7 @@ class Model {
   const KernelInfo& spmm_rows() const { return *spmm_rows_; }
   const KernelInfo& conv() const { return *conv_; }
   const KernelInfo& conv_dw() const { return *conv_dw_; }
+  const KernelInfo& dw_blocks() const { return *dw_blocks_; }
   const KernelInfo& transpose() const { return *transpose_; }
   ThreadPool& workers() const { return *pool_; }
   const KernelInfo& huff() const { return *huff_; }
@@ -210,7 +214,7 @@ class Model {
   std::unique_ptr<ThreadPool> pool_;
   int dense8_mode_ = 0;  // dense codebook: 0 the cost model, 1 always, 2 never
   int precision_ = kPrecisionFp32;
-  const KernelInfo *spmv_rows_, *spmv_cols_, *dense_q8_, *dense_i8_, *dense_bf16_, *spmm_, *spmm_rows_, *conv_, *conv_dw_, *huff_, *transpose_;
+  const KernelInfo *spmv_rows_, *spmv_cols_, *dense_q8_, *dense_i8_, *dense_bf16_, *spmm_, *spmm_rows_, *conv_, *conv_dw_, *dw_blocks_, *huff_, *transpose_;
   mutable std::mutex ws_mutex_;
   mutable std::vector<std::unique_ptr<Workspace>> ws_free_;
 };

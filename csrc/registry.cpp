@@ -34,6 +34,9 @@ const std::vector<KernelInfo>& kernel_registry() {
     // Depthwise: the general reference is the twin (the op takes only depthwise geometry).
     k = KernelInfo{"conv_dw_q_rows__ref", "conv_dw", "ref", true}; k.conv = conv_q_rows__ref; add(k);
     k = KernelInfo{"conv_dw_q_rows__generic", "conv_dw", "generic", false}; k.conv = conv_dw_q_rows__generic; add(k);
+    k = KernelInfo{"conv_dw_blocks__ref", "conv_dw_blocks", "ref", true}; k.dw_blocks = conv_dw_blocks__ref; add(k);
+    k = KernelInfo{"conv_dw_blocks__generic", "conv_dw_blocks", "generic", false};
+    k.dw_blocks = conv_dw_blocks__generic; add(k);
 #if DCRT_HAVE_AVX2
     k = KernelInfo{"spmv_rows_q_t16__bmi2", "spmv_rows", "bmi2", false}; k.spmv_rows = spmv_rows_q_t16__bmi2;
     k.supported = cpu_has_bmi2_fma; add(k);
@@ -62,6 +65,10 @@ const std::vector<KernelInfo>& kernel_registry() {
     k = KernelInfo{"conv_q_rows__avx512", "conv", "avx512", false}; k.conv = conv_q_rows__avx512;
     k.supported = cpu_has_avx512; k.row_block = 8; add(k);
     k = KernelInfo{"conv_dw_q_rows__avx512", "conv_dw", "avx512", false}; k.conv = conv_dw_q_rows__avx512;
+    k.supported = cpu_has_avx512; add(k);
+    k = KernelInfo{"conv_dw_blocks__avx2", "conv_dw_blocks", "avx2", false}; k.dw_blocks = conv_dw_blocks__avx2;
+    k.supported = cpu_has_avx2_fma; add(k);
+    k = KernelInfo{"conv_dw_blocks__avx512", "conv_dw_blocks", "avx512", false}; k.dw_blocks = conv_dw_blocks__avx512;
     k.supported = cpu_has_avx512; add(k);
 #endif
     k = KernelInfo{"huffman_decode__ref", "huffman", "ref", true}; k.huff = huffman_decode__ref; add(k);

@@ -14,7 +14,7 @@ namespace dcrt {
 
 struct KernelInfo {
   const char* name;       // spmv_rows_q_t16__generic: <op>_<weights>_<layout>__<arch>
-  const char* op;         // "spmv_rows" | "spmv_cols" | "dense_q8" | "dense_i8" | "dense_bf16" | "spmm" | "spmm_rows" | "conv" | "conv_dw" | "huffman" | "transpose" | "crc32"
+  const char* op;         // "spmv_rows" | "spmv_cols" | "dense_q8" | "dense_i8" | "dense_bf16" | "spmm" | "spmm_rows" | "conv" | "conv_dw" | "conv_dw_blocks" | "huffman" | "transpose" | "crc32"
   const char* isa;        // "ref" | "generic" | ...
   bool reference;         // the plain twin every other kernel of this op is tested against
   SpmvRowsFn spmv_rows = nullptr;
@@ -25,6 +25,7 @@ struct KernelInfo {
   SpmmFn spmm = nullptr;
   SpmmRowsFn spmm_rows = nullptr;
   ConvFn conv = nullptr;
+  DwBlocksFn dw_blocks = nullptr;
   HuffDecodeFn huff = nullptr;
   TransposeFn transpose = nullptr;
   Crc32Fn crc32 = nullptr;

@@ -26,7 +26,8 @@ def test_registry_names_say_what_the_kernel_is():
     for k in KERNELS:
         assert k["name"].startswith(k["op"] if k["op"] != "huffman" else "huffman_decode")
         assert k["name"].endswith("__" + k["isa"]), k["name"]
-    for op in ("spmv_rows", "spmv_cols", "dense_q8", "spmm", "spmm_rows", "conv", "conv_dw", "huffman", "transpose",
+    for op in ("spmv_rows", "spmv_cols", "dense_q8", "dense_i8", "dense_bf16", "spmm", "spmm_rows", "conv", "conv_dw",
+               "conv_dw_blocks", "huffman", "transpose",
                "crc32"):
         ref, fast = by_op(op)
         assert fast, f"{op}: no optimised kernel registered"
@@ -305,3 +306,55 @@ def test_crc32_matches_zlib(rng, n):
     data = buf[:n].tobytes()
     for name in fast:
         assert _core.crc32(name, data[n // 3:], _core.crc32(name, data[:n // 3])) == zlib.crc32(data), name
+
+
+DW_BLOCKS = [  # C, H, W, (kh, kw), (sh, sw), (ph, pb, pw, pr), (dh, dw), density
+    (16, 4, 4, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 0.7),    # one full block
+    (37, 14, 14, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 0.6),  # stride 2 to 7x7, a partial block
+    (40, 1, 1, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 0.7),    # 1x1 map: the centre tap only
+    (5, 6, 6, (3, 3), (2, 2), (0, 1, 0, 1), (1, 1), 0.5),     # TF "same" padding folded in
+    (9, 7, 5, (3, 3), (1, 1), (1, 1, 1, 1), (2, 1), 0.6),     # dilated rows
+    (20, 3, 3, (5, 5), (1, 1), (2, 2, 2, 2), (1, 1), 1.0),    # 25 taps
+    (18, 2, 2, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1.0),    # a kept batch norm (1 tap)
+    (17, 5, 5, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 0.0),    # every tap pruned: bias + epilogue
+]
+
+
+@pytest.mark.parametrize("case", DW_BLOCKS, ids=str)
+@pytest.mark.parametrize("epi", ["none", "res_clamp"])
+def test_conv_dw_blocks_match_reference(rng, case, epi):
+    """Depthwise convs of small maps, 16 channels per block: every variant against the reference
+    and numpy, with channel ranges that cut blocks and the residual + clamp epilogue."""
+    C, H, W, (kh, kw), (sh, sw), (ph, pb, pw, pr), (dh, dw), dens = case
+    x = rng.standard_normal((C, H, W)).astype(np.float32)
+    w = (rng.standard_normal((C, kh * kw)) * (rng.random((C, kh * kw)) < dens)).astype(np.float32)
+    bias = rng.standard_normal(C).astype(np.float32)
+    xp = np.pad(x, ((0, 0), (ph, pb), (pw, pr)))
+    oh = (H + ph + pb - (dh * (kh - 1) + 1)) // sh + 1
+    ow = (W + pw + pr - (dw * (kw - 1) + 1)) // sw + 1
+    want = np.repeat(bias.astype(np.float64)[:, None, None], oh * ow).reshape(C, oh, ow)
+    for k in range(kh * kw):
+        ky, kx = k // kw * dh, k % kw * dw
+        want += w[:, k, None, None] * xp[:, ky:ky + sh * (oh - 1) + 1:sh, kx:kx + sw * (ow - 1) + 1:sw]
+    kw_args = dict(sh=sh, sw=sw, ph=ph, pw=pw, pb=pb, pr=pr, dh=dh, dw=dw)
+    if epi == "res_clamp":
+        res = rng.standard_normal((C, oh, ow)).astype(np.float32)
+        want = np.clip(want + res, -0.5, 1.5)
+        kw_args.update(res=res, clamp=(-0.5, 1.5))
+    ref_name, fast = by_op("conv_dw_blocks")
+    ref = _core.conv_dw_blocks(ref_name, w, bias, x, kh, kw, **kw_args)
+    np.testing.assert_allclose(ref, want, rtol=1e-5, atol=1e-5)
+    assert fast
+    for name in fast:
+        for chunk in (0, 7, 16):
+            got = _core.conv_dw_blocks(name, w, bias, x, kh, kw, oc_chunk=chunk, **kw_args)
+            np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6, err_msg=f"{name} chunk={chunk}")
+
+
+def test_conv_dw_blocks_check_their_inputs(rng):
+    ref_name, _ = by_op("conv_dw_blocks")
+    x = np.zeros((4, 17, 17), np.float32)
+    with pytest.raises(ValueError, match="at most 256 pixels"):
+        _core.conv_dw_blocks(ref_name, np.zeros((4, 9), np.float32), np.zeros(4, np.float32), x, 3, 3)
+    with pytest.raises(ValueError, match=r"w must be \[C, kh \* kw\]"):
+        _core.conv_dw_blocks(ref_name, np.zeros((4, 8), np.float32), np.zeros(4, np.float32), x[:, :5, :5], 3, 3)

@@ -67,3 +67,20 @@ def test_packed_batch_equals_one_sample_at_a_time(tmp_path, name, storage):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
         # the epilogue keeps the unfused order: fused and op-by-op agree bit for bit
         np.testing.assert_array_equal(got, dcrt.load(p, threads=threads, fuse=False).infer(x))
+
+
+@pytest.mark.parametrize("name", [n for n in sorted(CASES) if n.startswith("depthwise_blocks")])
+def test_every_depthwise_blocks_variant_through_the_executor(tmp_path, name):
+    g = CASES[name]
+    p = tmp_path / f"{name}.dcz"
+    _compress(g, p, "sparse")
+    x = np.random.default_rng(5).random((3,) + g.input_shape, dtype=np.float32) * 2 - 0.6
+    want = dcrt.decompress(p).forward(x)
+    names = [k["name"] for k in dcrt.kernels() if k["op"] == "conv_dw_blocks" and k["supported"]]
+    assert len(names) >= 2  # the reference and the portable kernel at least
+    for k in names:
+        m = dcrt.load(p, threads=2, kernels={"conv_dw_blocks": k})
+        assert any(L.get("kernel", "").startswith(k) for L in m._m.ops if "kernel" in L)
+        np.testing.assert_allclose(m.infer(x), want, rtol=1e-4, atol=1e-5, err_msg=k)
+        np.testing.assert_allclose(np.concatenate([m.infer(x[i:i + 1]) for i in range(3)]), want, rtol=1e-4,
+                                   atol=1e-5, err_msg=k)

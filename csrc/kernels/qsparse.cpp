@@ -77,6 +77,26 @@ void conv_q_rows__ref(const QConvRows& w, const ConvGeom& g, const int64_t*, con
       }
 }
 
+void conv_dw_blocks__ref(const float* w, const ConvGeom& g, const float* bias, const float* x, float* y, uint32_t oc0,
+                         uint32_t oc1, const ConvEpilogue& ep) {
+  const uint32_t taps = g.kh * g.kw;
+  for (uint32_t oc = oc0; oc < oc1; ++oc)
+    for (uint32_t oy = 0; oy < g.out_h; ++oy)
+      for (uint32_t ox = 0; ox < g.out_w; ++ox) {
+        float s = bias[oc];
+        for (uint32_t k = 0; k < taps; ++k) {
+          const int64_t iy = int64_t(oy) * g.sh - g.ph + int64_t(k / g.kw) * g.dh;
+          const int64_t ix = int64_t(ox) * g.sw - g.pw + int64_t(k % g.kw) * g.dw;
+          if (iy >= 0 && ix >= 0 && iy < g.in_h && ix < g.in_w)
+            s += w[size_t(oc) * taps + k] * x[(size_t(oc) * g.in_h + iy) * g.in_w + ix];
+        }
+        const size_t o = (size_t(oc) * g.out_h + oy) * g.out_w + ox;
+        if (ep.res) s += ep.res[o];
+        if (ep.clamp) s = std::min(std::max(s, ep.lo), ep.hi);
+        y[o] = s;
+      }
+}
+
 // ---------------------------------------------------------------- generic (portable)
 void spmm_q_rel16__generic(const QSparseMatrix& w, const float* __restrict xt, size_t ldx, float* __restrict yt,
                            size_t ldy, size_t n) {
@@ -167,7 +187,13 @@ void pad_input(const ConvGeom& g, const float* x, float* xpad) {
 
 namespace generic {
 #include "kernels/conv_rows.inl"
+#include "kernels/dw_blocks.inl"
 }  // namespace generic
+
+void conv_dw_blocks__generic(const float* w, const ConvGeom& g, const float* bias, const float* x, float* y,
+                             uint32_t oc0, uint32_t oc1, const ConvEpilogue& ep) {
+  generic::dw_blocks(w, g, bias, x, y, oc0, oc1, ep);
+}
 
 void conv_tap_offsets(const ConvGeom& g, uint32_t cols, int64_t* tapoff) {
   const PadGeom pg = pad_geom(g);

@@ -123,4 +123,23 @@ void conv_dw_q_rows__avx2(DCRT_CONV_ARGS);
 #undef DCRT_CONV_ARGS
 bool cpu_has_avx2_fma();  // the __avx2 kernels need both
 
+// Depthwise convolution of a small map (ops/conv.cpp takes it below 64 output pixels): output
+// channels [oc0, oc1) of one sample, y[oc] = epilogue(bias[oc] + conv(x[oc])), 16 channels at a
+// time vectorised across the channels (kernels/dw_blocks.inl). w: [out_c][kh * kw] fp32, zeros
+// where pruned (a sparse layer's codes decoded at load). Needs in_h * in_w <= kDwMaxInPixels
+// and kh * kw <= kDwMaxTaps. Ranges write disjoint outputs.
+constexpr uint32_t kDwLanes = 16;
+constexpr size_t kDwMaxInPixels = 256;  // the transposed input block on the stack: 16 KB
+constexpr uint32_t kDwMaxTaps = 64;
+using DwBlocksFn = void (*)(const float* w, const ConvGeom& g, const float* bias, const float* x, float* y,
+                            uint32_t oc0, uint32_t oc1, const ConvEpilogue& ep);
+#define DCRT_DWB_ARGS                                                                                     \
+  const float *w, const ConvGeom &g, const float *bias, const float *x, float *y, uint32_t oc0, uint32_t oc1, \
+      const ConvEpilogue &ep
+void conv_dw_blocks__ref(DCRT_DWB_ARGS);
+void conv_dw_blocks__generic(DCRT_DWB_ARGS);
+void conv_dw_blocks__avx2(DCRT_DWB_ARGS);
+void conv_dw_blocks__avx512(DCRT_DWB_ARGS);
+#undef DCRT_DWB_ARGS
+
 }  // namespace dcrt

@@ -13,7 +13,13 @@
 namespace dcrt {
 namespace avx2 {
 #include "kernels/conv_rows.inl"
+#include "kernels/dw_blocks.inl"
 }  // namespace avx2
+
+void conv_dw_blocks__avx2(const float* w, const ConvGeom& g, const float* bias, const float* x, float* y,
+                          uint32_t oc0, uint32_t oc1, const ConvEpilogue& ep) {
+  avx2::dw_blocks(w, g, bias, x, y, oc0, oc1, ep);
+}
 
 void conv_q_rows__avx2(const QConvRows& w, const ConvGeom& g, const int64_t* tapoff, const float* bias,
                        const float*, const float* xpad, float* y, uint32_t oc0, uint32_t oc1, uint32_t oy0,

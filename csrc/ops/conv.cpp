@@ -93,87 +93,33 @@ void packed_conv(const OpCtx& c, const ExecLayer& L, const ConvGeom& g) {
   }
 }
 
-// Depthwise convs of small feature maps, any batch: 16 channels at a time, vectorised across
-// the channels (a 1x1 or 2x2 map gives a per-channel kernel 1-4 pixels of work, where a call,
-// a padded plane and the taps' setup per channel cost ~240 ns: MobileNetV2 on 28x28 spent 70%
-// of batch 1 there). Per (sample, 16-channel block): the block's input transposed to
-// [pixel][16] (L1-sized), the taps' weights to [tap][16] (zero where pruned), then per output
-// pixel and tap inside the input one 16-lane multiply-add; the epilogue (+ residual, clamp) on
-// the way back to NCHW. Order per output: bias, taps in tap order, residual, clamp (the
-// per-channel kernels add the taps in entry order, which is also tap order).
-constexpr uint32_t kDwLanes = 16;
-constexpr size_t kDwMaxInPixels = 256;  // the transposed input block on the stack: 16 KB
-
+// Depthwise convs of small feature maps, any batch: 16 channels at a time vectorised across
+// the channels (kernels/dw_blocks.inl; a 1x1 or 2x2 map gives a per-channel kernel 1-4 pixels
+// of work, where a call, a padded plane and the taps' setup per channel cost ~240 ns:
+// MobileNetV2 on 28x28 spent 70% of batch 1 there). Tasks: (sample, 16-channel block).
 }  // namespace
 
 bool conv_small_depthwise(const ExecLayer& L, const ConvGeom& g) {
-  return conv_is_depthwise(g) && size_t(g.kh) * g.kw <= 64 && size_t(g.out_h) * g.out_w < kPackedMaxPixels &&
+  return conv_is_depthwise(g) && g.kh * g.kw <= kDwMaxTaps && size_t(g.out_h) * g.out_w < kPackedMaxPixels &&
          size_t(g.in_h) * g.in_w <= kDwMaxInPixels && (L.storage == kStorageSparse || L.storage == kStoragePlain);
 }
 
 namespace {
 
 void small_depthwise(const OpCtx& c, const ExecLayer& L, const ConvGeom& g) {
-  const float* x = c.in[0];
-  float* y = c.out;
-  const size_t n = c.n, in_hw = size_t(g.in_h) * g.in_w, ohw = size_t(g.out_h) * g.out_w;
-  const size_t out_sz = c.op.out.numel(), in_sz = size_t(g.in_c) * in_hw;
-  const bool sparse = L.storage == kStorageSparse;
-  const uint32_t taps = g.kh * g.kw, mask = (1u << L.code_bits) - 1;
+  const size_t n = c.n, out_sz = c.op.out.numel(), in_sz = size_t(g.in_c) * g.in_h * g.in_w;
+  const float* w = L.storage == kStorageSparse ? L.dw_dense.data() : L.weight.data();  // [out_c][taps]
+  const DwBlocksFn f = c.m.dw_blocks().dw_blocks;
   const uint32_t blocks = (g.out_c + kDwLanes - 1) / kDwLanes;
   const auto block = [&](size_t t) {
     const size_t s = t / blocks;
-    const uint32_t ch0 = uint32_t(t % blocks) * kDwLanes, nl = std::min(kDwLanes, g.out_c - ch0);
-    alignas(64) float w[64][kDwLanes];
-    alignas(64) float xt[kDwMaxInPixels][kDwLanes];
-    alignas(64) float acc[kPackedMaxPixels][kDwLanes];
-    bool live[64] = {};
-    for (uint32_t k = 0; k < taps; ++k) std::fill(w[k], w[k] + kDwLanes, 0.f);
-    for (uint32_t l = 0; l < nl; ++l) {
-      const uint32_t ch = ch0 + l;
-      if (sparse) {
-        for (uint32_t e = L.conv_rowptr[ch]; e < L.conv_rowptr[ch + 1]; ++e) {
-          const uint32_t k = L.conv_entries[e] >> 8;
-          w[k][l] = L.codebook[L.conv_entries[e] & mask];
-          live[k] = live[k] || w[k][l] != 0.f;
-        }
-      } else {
-        for (uint32_t k = 0; k < taps; ++k) {
-          w[k][l] = L.weight[size_t(ch) * taps + k];
-          live[k] = live[k] || w[k][l] != 0.f;
-        }
-      }
-    }
-    const float* xs = x + s * in_sz + size_t(ch0) * in_hw;
-    for (uint32_t l = 0; l < nl; ++l)
-      for (size_t p = 0; p < in_hw; ++p) xt[p][l] = xs[l * in_hw + p];
-    for (uint32_t l = nl; l < kDwLanes; ++l)
-      for (size_t p = 0; p < in_hw; ++p) xt[p][l] = 0.f;
-    float b[kDwLanes] = {};
-    for (uint32_t l = 0; l < nl; ++l) b[l] = L.bias[ch0 + l];
-    for (uint32_t oy = 0; oy < g.out_h; ++oy)
-      for (uint32_t ox = 0; ox < g.out_w; ++ox) {
-        float* a = acc[size_t(oy) * g.out_w + ox];
-        for (uint32_t l = 0; l < kDwLanes; ++l) a[l] = b[l];
-        for (uint32_t k = 0; k < taps; ++k) {
-          if (!live[k]) continue;
-          const int64_t iy = int64_t(oy) * g.sh - g.ph + int64_t(k / g.kw) * g.dh;
-          const int64_t ix = int64_t(ox) * g.sw - g.pw + int64_t(k % g.kw) * g.dw;
-          if (iy < 0 || iy >= g.in_h || ix < 0 || ix >= g.in_w) continue;
-          const float* xv = xt[size_t(iy) * g.in_w + size_t(ix)];
-          const float* wk = w[k];
-          for (uint32_t l = 0; l < kDwLanes; ++l) a[l] += wk[l] * xv[l];
-        }
-      }
-    const size_t o = s * out_sz + size_t(ch0) * ohw;
-    const float* res = c.res ? c.res + o : nullptr;
-    for (uint32_t l = 0; l < nl; ++l)
-      for (size_t p = 0; p < ohw; ++p) {
-        float v = acc[p][l];
-        if (res) v += res[l * ohw + p];
-        if (c.x.clamp) v = std::min(std::max(v, c.x.lo), c.x.hi);
-        y[o + l * ohw + p] = v;
-      }
+    const uint32_t ch0 = uint32_t(t % blocks) * kDwLanes, ch1 = std::min(g.out_c, ch0 + kDwLanes);
+    ConvEpilogue ep;
+    ep.res = c.res ? c.res + s * out_sz : nullptr;
+    ep.clamp = c.x.clamp;
+    ep.lo = c.x.lo;
+    ep.hi = c.x.hi;
+    f(w, g, L.bias.data(), c.in[0] + s * in_sz, c.out + s * out_sz, ch0, ch1, ep);
   };
   if (c.tasks == 1)
     for (size_t t = 0; t < n * blocks; ++t) block(t);
