@@ -243,21 +243,23 @@ PYBIND11_MODULE(_core, m) {
                                    const char* dk = L.dense8_prec == kPrecisionInt8   ? m.dense_i8().name
                                                     : L.dense8_prec == kPrecisionBf16 ? m.dense_bf16().name
                                                                                       : m.dense_q8().name;
-                                   if (!L.dense8.empty())
+                                   if (L.has_dense8())
                                      d["kernel"] = std::string(dk) + " / " + m.spmv_cols().name + " / " + m.spmm_rows().name;
-                                   if (!L.dense8.empty())
-                                     d["plan"] = "batch 1: " + std::string(dk) + " (dense codebook, a byte per weight, " +
+                                   if (L.has_dense8())
+                                     d["plan"] = "batch 1: " + std::string(dk) + " (dense codebook, " +
+                                                 (L.dense8_packed.empty() ? std::string("a byte per weight, ")
+                                                                          : std::to_string(L.code_bits) + " bits per weight, ") +
                                                  prec_names[L.dense8_prec] + " products; " + L.dense8_why +
                                                  ") when at least " +
                                                  std::to_string(int(L.dense8_cols_density * 100 + 0.5f)) +
                                                  "% of inputs are non-zero, else " + m.spmv_cols().name +
                                                  " (column form); batch > 1: " + m.spmm_rows().name;
-                                   d["dense_codebook"] = !L.dense8.empty();
+                                   d["dense_codebook"] = L.has_dense8();
                                    d["dense_codebook_below"] = L.dense8_cols_density;  // input density: column form below
                                    // The precision batch 1 multiplies this layer's weights in.
-                                   d["precision"] = prec_names[L.dense8.empty() ? 0 : L.dense8_prec];
+                                   d["precision"] = prec_names[L.has_dense8() ? L.dense8_prec : 0];
                                    if (!L.dense8_why.empty()) d["dense_codebook_why"] = L.dense8_why;
-                                   d["layout_bytes"] = L.rows16.bytes() + L.cols16.bytes() + L.dense8.size();
+                                   d["layout_bytes"] = L.rows16.bytes() + L.cols16.bytes() + L.dense8.size() + L.dense8_packed.size();
                                  }
                                  out.append(d);
                                }

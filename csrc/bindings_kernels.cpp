@@ -106,7 +106,7 @@ void bind_kernels(py::module_& m) {
         [op, i8](const std::string& name, uint32_t rows, py::array_t<uint32_t, py::array::c_style> colptr,
                  py::array_t<uint16_t, py::array::c_style> entries, uint32_t code_bits,
                  py::array_t<float, py::array::c_style> codebook, py::array_t<float, py::array::c_style> x,
-                 int64_t r0, int64_t r1) {
+                 int64_t r0, int64_t r1, bool pack) {
           const KernelInfo& k = kernel(name, op);
           const QSparseMatrix w = checked_matrix(rows, colptr, entries, code_bits, codebook);
           if (x.ndim() != 1 || uint64_t(x.shape(0)) != w.cols) throw py::value_error("x must be [cols]");
@@ -127,10 +127,17 @@ void bind_kernels(py::module_& m) {
             std::vector<int32_t> rowsum;
             std::vector<uint16_t> bcb, xb(d.ldc);
             std::vector<uint8_t> xq(d.ldc);
+            std::vector<uint8_t> packed;
             if (i8) {
               build_dense8_i8(d, qcb, d.qscale, rowsum);
               d.qcodebook = qcb.data();
               d.qrowsum = rowsum.data();
+              if (pack && dense8_packs(w.code_bits)) {  // the runtime's int8 layout
+                pack_dense8(d, packed);
+                d.codes = nullptr;
+                d.packed = packed.data();
+                d.ldp = dense8_ldp(d.cols, w.code_bits);
+              }
               const QInputU8 q = quantize_input_u8(xp, d.cols, d.ldc, xq.data());
               k.dense_i8(d, q, yp, uint32_t(r0), uint32_t(r1));
             } else {
@@ -143,7 +150,7 @@ void bind_kernels(py::module_& m) {
           return y;
         },
         py::arg("name"), py::arg("rows"), py::arg("colptr"), py::arg("entries"), py::arg("code_bits"),
-        py::arg("codebook"), py::arg("x"), py::arg("r0") = 0, py::arg("r1") = -1);
+        py::arg("codebook"), py::arg("x"), py::arg("r0") = 0, py::arg("r1") = -1, py::arg("pack") = true);
   }
   // The per-call rounding of the precision modes: (q, scale, zero) with x ~= scale * (q - zero),
   // and the bf16 bits of x.

@@ -124,10 +124,16 @@ Batch1Costs batch1_costs(const KernelInfo& rows_k, const KernelInfo& cols_k, con
     std::vector<int32_t> rowsum;
     std::vector<uint16_t> bcb, xb(d.ldc);
     std::vector<uint8_t> xq(d.ldc);
+    std::vector<uint8_t> packed;
     if (dense_k.dense_i8) {
       build_dense8_i8(d, qcb, d.qscale, rowsum);
       d.qcodebook = qcb.data();
       d.qrowsum = rowsum.data();
+      if (dense8_packs(code_bits)) {  // as the runtime will run it
+        pack_dense8(d, packed);
+        d.packed = packed.data();
+        d.ldp = dense8_ldp(d.cols, code_bits);
+      }
       return best_time([&] {
         const QInputU8 q = quantize_input_u8(s.x.data(), d.cols, d.ldc, xq.data());
         dense_k.dense_i8(d, q, s.y.data(), 0, d.rows);
@@ -377,6 +383,10 @@ void Model::decode_layers(ParsedFile& f) {
         if (L.dense8_prec == kPrecisionInt8) {
           const QDense8 d = L.dense8_view();
           build_dense8_i8(d, L.dense8_qcb, L.dense8_qscale, L.dense8_rowsum);
+          if (dense8_packs(L.code_bits)) {  // the int8 kernels read the packed codes only
+            pack_dense8(d, L.dense8_packed);
+            std::vector<uint8_t>().swap(L.dense8);
+          }
         } else if (L.dense8_prec == kPrecisionBf16) {
           build_dense8_bf16(L.codebook.data(), L.code_bits, L.dense8_bcb);
         }

@@ -55,12 +55,19 @@ struct ExecLayer {
   float dense8_qscale = 0.f;
   std::vector<int32_t> dense8_rowsum;
   std::vector<uint16_t> dense8_bcb;
+  std::vector<uint8_t> dense8_packed;  // int8 at <= 7 bits: the codes packed (the bytes are then freed)
+  bool has_dense8() const { return !dense8.empty() || !dense8_packed.empty(); }
   QDense8 dense8_view() const {
     QDense8 w{rows, cols, code_bits, dense8_ldc(cols), dense8.data(), codebook.data()};
     w.qcodebook = dense8_qcb.data();
     w.qscale = dense8_qscale;
     w.qrowsum = dense8_rowsum.data();
     w.bcodebook = dense8_bcb.data();
+    if (!dense8_packed.empty()) {
+      w.codes = nullptr;
+      w.packed = dense8_packed.data();
+      w.ldp = dense8_ldp(cols, code_bits);
+    }
     return w;
   }
   // Rows layout (QConvRows): conv layers build it at load (one tile); sparse linear layers on

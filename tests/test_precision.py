@@ -92,17 +92,22 @@ def case(rng, shape, xkind):
 @pytest.mark.parametrize("xkind", XKINDS)
 def test_dense_i8_kernels_give_the_same_bits(rng, shape, xkind):
     """int8 sums are exact: every kernel, the reference and a numpy model of the rule agree bit
-    for bit, on every code width (vpermb, vpermi2b, the 8-bit blend), row blocks and ranges."""
+    for bit, on every code width (vpermb, vpermi2b, the 8-bit blend), packed codes and bytes,
+    row blocks and ranges."""
     rows, cols, cb_bits, codes, colptr, entries, cb, x = case(rng, shape, xkind)
     ref_name, fast = variants("dense_i8")
     ref = _core.dense_i8(ref_name, rows, colptr, entries, cb_bits, cb, x)
     np.testing.assert_array_equal(ref, np_dense_i8(codes, cb, x))
     r0, r1 = rows // 3, rows - rows // 5
+    # Codes of <= 7 bits run packed (8 codes in code_bits bytes) in the runtime; both layouts.
+    np.testing.assert_array_equal(_core.dense_i8(ref_name, rows, colptr, entries, cb_bits, cb, x, pack=False), ref)
     for name in fast:
-        np.testing.assert_array_equal(_core.dense_i8(name, rows, colptr, entries, cb_bits, cb, x), ref, err_msg=name)
-        part = _core.dense_i8(name, rows, colptr, entries, cb_bits, cb, x, r0=r0, r1=r1)
-        np.testing.assert_array_equal(part[r0:r1], ref[r0:r1], err_msg=name)
-        assert not part[:r0].any() and not part[r1:].any()
+        for pack in (True, False):
+            got = _core.dense_i8(name, rows, colptr, entries, cb_bits, cb, x, pack=pack)
+            np.testing.assert_array_equal(got, ref, err_msg=f"{name} pack={pack}")
+            part = _core.dense_i8(name, rows, colptr, entries, cb_bits, cb, x, r0=r0, r1=r1, pack=pack)
+            np.testing.assert_array_equal(part[r0:r1], ref[r0:r1], err_msg=name)
+            assert not part[:r0].any() and not part[r1:].any()
     # Against the fp32 product: each weight off by at most half a step of the codebook's scale
     # and each input by half a step of its own.
     exact = cb[codes].astype(np.float64) @ x.astype(np.float64)
@@ -198,6 +203,9 @@ def test_precision_mode_through_the_runtime(fc_file, rng, precision):
             assert m.precision == precision
             assert [L["precision"] for L in m.layers()] == [precision] * 2
             assert k["name"] in m.layers()[0]["plan"] and k["name"] in m.layers()[0]["kernel"]
+            if precision == "int8":  # 5-bit codes: packed, the bytes freed
+                assert "5 bits per weight" in m.layers()[0]["plan"]
+                assert m.layers()[0]["layout_bytes"] < fp32.layers()[0]["layout_bytes"]
             assert f"precision {precision}: batch 1 of fc1, fc2" in m.summary()
             y = m.infer(x)
             outs.append(y)

@@ -117,6 +117,21 @@ void build_dense8_i8(const QDense8& w, std::vector<int8_t>& qcodebook, float& qs
   }
 }
 
+void pack_dense8(const QDense8& w, std::vector<uint8_t>& packed) {
+  const uint32_t b = w.code_bits;
+  const size_t ldp = dense8_ldp(w.cols, b);
+  packed.assign(size_t(w.rows) * ldp + 64, 0);
+  for (uint32_t r = 0; r < w.rows; ++r) {
+    const uint8_t* cr = w.codes + size_t(r) * w.ldc;
+    uint8_t* pr = packed.data() + size_t(r) * ldp;
+    for (size_t g = 0; g < w.ldc / 8; ++g) {
+      uint64_t q = 0;
+      for (uint32_t j = 0; j < 8; ++j) q |= uint64_t(cr[8 * g + j]) << (j * b);
+      for (uint32_t k = 0; k < b; ++k) pr[g * b + k] = uint8_t(q >> (8 * k));
+    }
+  }
+}
+
 void build_dense8_bf16(const float* codebook, uint32_t code_bits, std::vector<uint16_t>& bcodebook) {
   bcodebook.assign(256, 0);
   for (uint32_t k = 1; k < (1u << code_bits); ++k) bcodebook[k] = bf16_round(codebook[k]);
@@ -160,28 +175,46 @@ void round_input_bf16(const float* x, uint32_t cols, size_t ldc, uint16_t* b) {
 void dense_i8__ref(const QDense8& w, const QInputU8& x, float* y, uint32_t r0, uint32_t r1) {
   const float s = x.scale * w.qscale;
   for (uint32_t r = r0; r < r1; ++r) {
-    const uint8_t* cr = w.codes + size_t(r) * w.ldc;
     int64_t acc = 0;
-    for (uint32_t c = 0; c < w.cols; ++c) acc += int64_t(x.q[c]) * w.qcodebook[cr[c]];
+    for (uint32_t c = 0; c < w.cols; ++c) {
+      const uint32_t code = w.packed ? packed_code(w.packed + size_t(r) * w.ldp, c, w.code_bits)
+                                     : w.codes[size_t(r) * w.ldc + c];
+      acc += int64_t(x.q[c]) * w.qcodebook[code];
+    }
     y[r] += dense_i8_out(acc, x.zero, w.qrowsum[r], s);
   }
 }
 
-// Four rows share each input byte; int32 sums (exact below kDenseI8MaxCols columns).
+// Four rows share each input byte; int32 sums (exact below kDenseI8MaxCols columns). Packed
+// codes are unpacked 64 at a time into a byte buffer per row.
 void dense_i8__generic(const QDense8& w, const QInputU8& x, float* y, uint32_t r0, uint32_t r1) {
   const float s = x.scale * w.qscale;
   const int8_t* cb = w.qcodebook;
+  const uint32_t b = w.code_bits;
+  uint8_t buf[4][64];
+  const auto row_codes = [&](uint32_t r, size_t c0, int k) -> const uint8_t* {
+    if (!w.packed) return w.codes + size_t(r) * w.ldc + c0;
+    const uint8_t* pr = w.packed + size_t(r) * w.ldp + c0 / 8 * b;
+    for (uint32_t g = 0; g < 8; ++g) {
+      uint64_t q;
+      std::memcpy(&q, pr + g * b, 8);
+      for (uint32_t j = 0; j < 8; ++j) buf[k][8 * g + j] = uint8_t(q >> (j * b)) & uint8_t((1u << b) - 1);
+    }
+    return buf[k];
+  };
   uint32_t r = r0;
   for (; r + 4 <= r1; r += 4) {
-    const uint8_t* c0 = w.codes + size_t(r) * w.ldc;
-    const uint8_t *c1 = c0 + w.ldc, *c2 = c1 + w.ldc, *c3 = c2 + w.ldc;
     int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-    for (uint32_t c = 0; c < w.cols; ++c) {
-      const int32_t xv = x.q[c];
-      a0 += xv * cb[c0[c]];
-      a1 += xv * cb[c1[c]];
-      a2 += xv * cb[c2[c]];
-      a3 += xv * cb[c3[c]];
+    for (size_t c0 = 0; c0 < w.ldc; c0 += 64) {
+      const uint8_t *k0 = row_codes(r, c0, 0), *k1 = row_codes(r + 1, c0, 1), *k2 = row_codes(r + 2, c0, 2),
+                    *k3 = row_codes(r + 3, c0, 3);
+      for (uint32_t c = 0; c < 64; ++c) {
+        const int32_t xv = x.q[c0 + c];
+        a0 += xv * cb[k0[c]];
+        a1 += xv * cb[k1[c]];
+        a2 += xv * cb[k2[c]];
+        a3 += xv * cb[k3[c]];
+      }
     }
     y[r] += dense_i8_out(a0, x.zero, w.qrowsum[r], s);
     y[r + 1] += dense_i8_out(a1, x.zero, w.qrowsum[r + 1], s);
@@ -189,9 +222,11 @@ void dense_i8__generic(const QDense8& w, const QInputU8& x, float* y, uint32_t r
     y[r + 3] += dense_i8_out(a3, x.zero, w.qrowsum[r + 3], s);
   }
   for (; r < r1; ++r) {
-    const uint8_t* cr = w.codes + size_t(r) * w.ldc;
     int32_t a = 0;
-    for (uint32_t c = 0; c < w.cols; ++c) a += int32_t(x.q[c]) * cb[cr[c]];
+    for (size_t c0 = 0; c0 < w.ldc; c0 += 64) {
+      const uint8_t* k0 = row_codes(r, c0, 0);
+      for (uint32_t c = 0; c < 64; ++c) a += int32_t(x.q[c0 + c]) * cb[k0[c]];
+    }
     y[r] += dense_i8_out(a, x.zero, w.qrowsum[r], s);
   }
 }

@@ -6,6 +6,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "kernels/qsparse.hpp"
@@ -22,6 +23,11 @@ struct QDense8 {
   float qscale = 0.f;
   const int32_t* qrowsum = nullptr;    // int8: [rows], the sum of each row's int8 weights
   const uint16_t* bcodebook = nullptr; // bf16: [256], the codebook rounded to bf16 (nearest even)
+  // int8 with codes of <= 7 bits: the codes packed, 8 codes in code_bits bytes (little-endian
+  // bit fields), ldp = ldc / 8 * code_bits bytes per row, 64 readable bytes after the last row
+  // (pack_dense8). Null: the int8 kernels read the byte codes.
+  const uint8_t* packed = nullptr;
+  size_t ldp = 0;
 };
 
 // y[r] += sum_c codebook[codes[r][c]] * x[c] for r in [r0, r1). Reads x[0, cols) only. Row
@@ -55,6 +61,17 @@ using DenseBf16Fn = void (*)(const QDense8& w, const uint16_t* x, float* y, uint
 // 2^code_bits) so that kernels may look up any byte.
 void build_dense8_i8(const QDense8& w, std::vector<int8_t>& qcodebook, float& qscale, std::vector<int32_t>& rowsum);
 void build_dense8_bf16(const float* codebook, uint32_t code_bits, std::vector<uint16_t>& bcodebook);
+// The packed codes of w's byte codes (code_bits <= 7): at 5 bits 0.625 bytes per weight
+// instead of 1, what a layer streamed from L3 or memory is bound by.
+inline bool dense8_packs(uint32_t code_bits) { return code_bits <= 7; }
+inline size_t dense8_ldp(uint32_t cols, uint32_t code_bits) { return dense8_ldc(cols) / 8 * code_bits; }
+void pack_dense8(const QDense8& w, std::vector<uint8_t>& packed);
+// Code c of a packed row (portable kernels; reads 8 bytes at the code's group).
+inline uint32_t packed_code(const uint8_t* row, uint32_t c, uint32_t b) {
+  uint64_t q;
+  std::memcpy(&q, row + size_t(c / 8) * b, 8);
+  return uint32_t(q >> ((c % 8) * b)) & ((1u << b) - 1);
+}
 // Per call, before the rows are split: x[0, cols) into q[0, ldc) (portable, shared by every
 // kernel so that they all see the same bytes). Non-finite inputs map to the zero point.
 QInputU8 quantize_input_u8(const float* x, uint32_t cols, size_t ldc, uint8_t* q);

@@ -33,7 +33,7 @@ void run_linear(const OpCtx& c) {
     std::memcpy(nxt, L.bias.data(), L.rows * sizeof(float));
     uint32_t* live = c.ws.live.data();
     const uint32_t nlive = live_columns(cur, L.cols, live);
-    if (!L.dense8.empty() && nlive >= L.dense8_cols_density * L.cols) {
+    if (L.has_dense8() && nlive >= L.dense8_cols_density * L.cols) {
       // Dense codebook: equal row ranges (the cost per row is the same), multiples of 4 rows.
       // A precision mode rounds the input once here, before the split (dense_q8.hpp).
       const QDense8 w = L.dense8_view();
@@ -61,7 +61,7 @@ void run_linear(const OpCtx& c) {
         const DenseQ8Fn f = c.m.dense_q8().dense_q8;
         split([&](uint32_t r0, uint32_t r1) { f(w, cur, nxt, r0, r1); });
       }
-    } else if (L.dense8.empty() && nlive >= L.cols16_density * L.cols) {  // no row form beside a dense codebook
+    } else if (!L.has_dense8() && nlive >= L.cols16_density * L.cols) {  // no row form beside a dense codebook
       const QTiles16 w = L.rows16.view(L.codebook.data());
       const auto& sp = L.rows16.split;
       const unsigned shares = uint32_t(sp.size() - 1);
