@@ -1,8 +1,8 @@
 """Convs of small feature maps in a batch (csrc/ops/conv.cpp): below 64 output pixels a batch runs
 as one product over every (sample, pixel) lane (im2col + the batched rows kernel, or plain fp32
-rows), depthwise convs 16 channels at a time vectorised across the channels (any batch); the
-per-sample kernels (what a batch of one runs) and the numpy reference forward (dcrt.decompress)
-are the twins.
+rows; at batch 1 too for kernels of more than one tap), depthwise convs 16 channels at a time
+vectorised across the channels (any batch). The numpy reference forward (dcrt.decompress) is the
+twin, and one sample at a time (the per-sample kernels where batch 1 runs them) checks the batch.
 """
 import numpy as np
 import pytest

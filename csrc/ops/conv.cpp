@@ -142,7 +142,10 @@ void run_conv2d(const OpCtx& c) {
     return;
   }
   // (and depthwise convs the blocks do not take: over 64 taps, or inputs over 256 pixels)
-  if (n > 1 && size_t(g.out_h) * g.out_w < kPackedMaxPixels && (L.storage == kStorageSparse || L.storage == kStoragePlain)) {
+  // At batch 1 only convs with more than one tap (a one-pixel-wide kernel is the pointwise product
+  // below, which the im2col block would only copy).
+  if ((n > 1 || size_t(g.kh) * g.kw > 1) && size_t(g.out_h) * g.out_w < kPackedMaxPixels &&
+      (L.storage == kStorageSparse || L.storage == kStoragePlain)) {
     packed_conv(c, L, g);
     return;
   }
