@@ -217,6 +217,7 @@ PYBIND11_MODULE(_core, m) {
                                  d["code_bits"] = L.code_bits; d["index_bits"] = L.index_bits;
                                  d["nnz"] = L.nnz; d["n_entries"] = L.n_entries;
                                  const bool conv = L.kind == kLayerConv2d;
+                                 d["precision"] = "fp32";  // set below for a dense-codebook layer
                                  d["kernel"] = L.storage == kStoragePlain ? (conv ? "conv_f32" : "linear_f32")
                                                : conv ? (L.kh == 1 && L.kw == 1
                                                              ? std::string(m.spmm_rows().name) + " (stride 1) / " + m.conv().name
