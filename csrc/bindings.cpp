@@ -224,7 +224,7 @@ PYBIND11_MODULE(_core, m) {
                                                              : std::string(m.conv().name))
                                                       : std::string(m.spmv_rows().name) + " / " + m.spmv_cols().name +
                                                             " / " + m.spmm_rows().name;
-                                 if (conv && L.rows16.tiles > 0)  // a pointwise conv on a one-pixel map
+                                 if (conv && L.pixel_form)  // a conv on a one-pixel output map
                                    d["kernel"] = std::string(m.spmv_rows().name) + " (batch 1, 1x1 map) / " +
                                                  d["kernel"].cast<std::string>();
                                  if (L.storage == kStorageSparse && !conv) {
@@ -279,10 +279,10 @@ PYBIND11_MODULE(_core, m) {
                                    const ConvGeom& g = x.geom;
                                    d["padding"] = py::make_tuple(g.ph, g.pb, g.pw, g.pr);  // top, bottom, left, right
                                    const ExecLayer& L = m.layers()[o.layer];
-                                   d["kernel"] = conv_small_depthwise(L, g) ? std::string(m.dw_blocks().name) + " (small map)"
+                                   d["kernel"] = L.pixel_form ? std::string(m.spmv_rows().name) + " (1-pixel map)"
+                                                 : conv_small_depthwise(L, g) ? std::string(m.dw_blocks().name) + " (small map)"
                                                  : !x.padded && !x.plane
-                                                     ? (L.rows16.tiles ? std::string(m.spmv_rows().name) + " (pointwise, 1-pixel map)"
-                                                                       : std::string("spmm_rows (pointwise)"))
+                                                     ? std::string("spmm_rows (pointwise)")
                                                  : L.storage == kStoragePlain ? "conv_f32"
                                                  : conv_is_depthwise(g) ? m.conv_dw().name : m.conv().name;
                                  }

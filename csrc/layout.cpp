@@ -331,7 +331,7 @@ void Model::decode_layers(ParsedFile& f) {
   // Batch-1 layouts of the sparse linear layers: the column form, and the row form or the
   // dense codebook (decided first: the cost model needs only the counts). Each (layer, form) is
   // one job, biggest first, so the biggest layer's forms build on separate threads.
-  enum Form { kRows, kCols, kDense };
+  enum Form { kRows, kCols, kDense, kPixel };
   std::vector<double> d8ratio(layers_.size(), 0.0);
   std::vector<Batch1Costs> costs(layers_.size());
   std::vector<std::tuple<double, uint32_t, Form>> builds;  // (size, layer, form)
@@ -353,9 +353,10 @@ void Model::decode_layers(ParsedFile& f) {
     else
       builds.push_back({double(L.nnz), i, kRows});
   }
-  // Pointwise convs whose output map is one pixel (MobileNetV2's last blocks on small inputs) are
-  // at batch 1 a matrix-vector product: they get the row form too (ops/conv.cpp), not the
-  // batched kernel on a single lane.
+  // Convs whose output map is one pixel (MobileNetV2's and ResNet-18's last blocks on small
+  // inputs) are at batch 1 a matrix-vector product over the columns whose tap lands inside the
+  // input (a 3x3 conv on a 1x1 map: the centre tap only): they get the row form of those
+  // columns (ops/conv.cpp gathers the input they read), not the batched kernel on one lane.
   for (size_t j = 0; j < ops_.size(); ++j) {
     if (ops_[j].layer < 0) continue;
     const uint32_t i = uint32_t(ops_[j].layer);
@@ -368,9 +369,22 @@ void Model::decode_layers(ParsedFile& f) {
         for (uint32_t e = L.conv_rowptr[r]; e < L.conv_rowptr[r + 1]; ++e)
           L.dw_dense[size_t(r) * taps + (L.conv_entries[e] >> 8)] = L.codebook[L.conv_entries[e] & mask];
     }
-    if (L.kind == kLayerConv2d && conv_is_pointwise(L.storage, L.kh, L.kw, g) && g.out_h == 1 && g.out_w == 1 &&
-        L.rows16.tiles == 0 && std::none_of(builds.begin(), builds.end(), [i](const auto& b) { return std::get<1>(b) == i; }))
-      builds.push_back({double(L.nnz), i, kRows});
+    if (L.kind == kLayerConv2d && L.storage == kStorageSparse && g.groups == 1 && g.out_h == 1 && g.out_w == 1 &&
+        !L.pixel_form && std::none_of(builds.begin(), builds.end(), [i](const auto& b) { return std::get<1>(b) == i; })) {
+      const uint32_t taps = L.kh * L.kw;
+      std::vector<uint32_t> cols;  // (column, input offset) of the columns read
+      for (uint32_t c = 0; c < L.cols; ++c) {
+        const int64_t iy = int64_t((c / L.kw) % L.kh) * g.dh - g.ph, ix = int64_t(c % L.kw) * g.dw - g.pw;
+        if (iy >= 0 && ix >= 0 && iy < g.in_h && ix < g.in_w)
+          cols.push_back(c), L.pixel_in.push_back(uint32_t((size_t(c / taps) * g.in_h + iy) * g.in_w + ix));
+      }
+      bool identity = cols.size() == L.cols;
+      for (uint32_t k = 0; identity && k < L.cols; ++k) identity = L.pixel_in[k] == k;
+      if (identity) std::vector<uint32_t>().swap(L.pixel_in);  // a pointwise conv reads x as it is
+      L.pixel_cols = std::move(cols);
+      L.pixel_form = true;
+      builds.push_back({double(L.nnz), i, kPixel});
+    }
   }
   std::stable_sort(builds.begin(), builds.end(), [](const auto& a, const auto& b) { return std::get<0>(a) > std::get<0>(b); });
   pool_->parallel_for(builds.size(), [&](size_t j, unsigned) {
@@ -378,6 +392,20 @@ void Model::decode_layers(ParsedFile& f) {
     switch (std::get<2>(builds[j])) {
       case kCols: build_cols16(L.view(), 0, T, L.cols16); break;
       case kRows: build_rows16(L.view(), 0, T, L.rows16); break;
+      case kPixel: {  // the columns of pixel_cols, each column's rel16 run as it is
+        std::vector<uint32_t> cp(L.pixel_cols.size() + 1, 0);
+        std::vector<uint16_t> en;
+        for (size_t k = 0; k < L.pixel_cols.size(); ++k) {
+          const uint32_t c = L.pixel_cols[k];
+          en.insert(en.end(), L.entries.begin() + L.colptr[c], L.entries.begin() + L.colptr[c + 1]);
+          cp[k + 1] = uint32_t(en.size());
+        }
+        const QSparseMatrix sub{L.rows, uint32_t(L.pixel_cols.size()), L.code_bits, cp.data(), en.data(),
+                                L.codebook.data()};
+        build_rows16(sub, 0, T, L.rows16);
+        std::vector<uint32_t>().swap(L.pixel_cols);
+        break;
+      }
       case kDense:
         build_dense8(L.view(), L.dense8);
         if (L.dense8_prec == kPrecisionInt8) {

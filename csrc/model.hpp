@@ -80,6 +80,11 @@ struct ExecLayer {
   // Sparse depthwise convs of small maps (ops/conv.cpp, conv_dw_blocks): the weights decoded to
   // [channels][taps] fp32 at load, zeros where pruned.
   std::vector<float> dw_dense;
+  // Convs on a one-pixel output map (groups 1): batch 1 is the row form (rows16) over the
+  // columns whose tap lands inside the input; pixel_in the input offset each of those columns
+  // reads (empty: the identity, a pointwise conv), pixel_cols their indices (until built).
+  bool pixel_form = false;
+  std::vector<uint32_t> pixel_in, pixel_cols;
   QSparseMatrix view() const {
     return QSparseMatrix{rows, cols, code_bits, colptr.data(), entries.data(), codebook.data()};
   }

@@ -21,6 +21,11 @@ def cases():
         "pointwise_1x1_wide_relu6": net([cv(160, 1280, 1, pad=0, name="pw"), Node("clip", RELU6)], shape=(160, 1, 1)),
         "pointwise_1x1_residual": net([cv(64, 64, 1, pad=0, name="pw"), Node("add", inputs=[1, 0]), Node("relu")],
                                       shape=(64, 1, 1)),
+        # one-pixel output maps of wider kernels: only the taps inside the input are read
+        "3x3_on_1x1_residual": net([cv(48, 48, 3, pad=1, name="c"), Node("add", inputs=[1, 0]), Node("relu")],
+                                   shape=(48, 1, 1)),
+        "3x3_stride2_to_1x1": net([cv(24, 40, 3, stride=2, pad=1, name="c")], shape=(24, 2, 2)),
+        "3x3_one_channel_1x1": net([cv(1, 1, 3, pad=1, name="c")], shape=(1, 1, 1)),
         "pointwise_2x2_relu6": net([cv(12, 20, 1, pad=0, name="pw"), Node("clip", RELU6)], shape=(12, 2, 2)),
         "3x3_stride2": net([cv(8, 12, 3, stride=2, pad=1, name="c")], shape=(8, 7, 7)),
         "grouped": net([cv(8, 12, 3, pad=1, groups=4, name="g")], shape=(8, 3, 3)),

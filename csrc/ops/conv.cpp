@@ -137,6 +137,30 @@ void run_conv2d(const OpCtx& c) {
   float* nxt = c.out;
   const size_t n = c.n, in_sz = size_t(g.in_c) * g.in_h * g.in_w, out_sz = op.out.numel();
   const unsigned tasks = c.tasks, T = c.m.threads();
+  if (n == 1 && L.pixel_form) {
+    // A one-pixel output map: the matrix-vector product on the row form built at load over the
+    // columns that read the input (layout.cpp), their inputs gathered first (a pointwise conv
+    // reads x as it is), as a linear layer's batch 1.
+    const float* xv = cur;
+    if (!L.pixel_in.empty()) {
+      if (c.ws.gather.size() < L.pixel_in.size()) c.ws.gather.resize(L.pixel_in.size());
+      float* xg = c.ws.gather.data();
+      for (size_t k = 0; k < L.pixel_in.size(); ++k) xg[k] = cur[L.pixel_in[k]];
+      xv = xg;
+    }
+    std::memcpy(nxt, L.bias.data(), L.rows * sizeof(float));
+    if (L.rows16.tiles > 0) {
+      const QTiles16 w = L.rows16.view(L.codebook.data());
+      const auto& sp = L.rows16.split;
+      const SpmvRowsFn f = c.m.spmv_rows().spmv_rows;
+      if (tasks == 1 || sp.size() == 2)
+        f(w, xv, nxt, 0, L.rows);
+      else
+        c.par(sp.size() - 1, [&](size_t t, unsigned) { f(w, xv, nxt, sp[t], sp[t + 1]); });
+    }
+    c.epilogue(0, 1, 0, L.rows);
+    return;
+  }
   if (conv_small_depthwise(L, g)) {
     small_depthwise(c, L, g);
     return;
@@ -154,20 +178,6 @@ void run_conv2d(const OpCtx& c) {
     // [cols, lanes] layout (XNNPACK's sparse-inference case), the pixels are the lanes, no padded
     // copy, no transpose. Tasks: (sample, chunk of rows with equal shares of the non-zeros).
     const size_t hw = size_t(g.out_h) * g.out_w;
-    if (n == 1 && hw == 1 && L.rows16.tiles > 0) {
-      // A one-pixel map: the matrix-vector product on the row form built at load (layout.cpp),
-      // as a linear layer's batch 1 (the batched kernel would run one lane of sixteen).
-      std::memcpy(nxt, L.bias.data(), L.rows * sizeof(float));
-      const QTiles16 w = L.rows16.view(L.codebook.data());
-      const auto& sp = L.rows16.split;
-      const SpmvRowsFn f = c.m.spmv_rows().spmv_rows;
-      if (tasks == 1 || sp.size() == 2)
-        f(w, cur, nxt, 0, L.rows);
-      else
-        c.par(sp.size() - 1, [&](size_t t, unsigned) { f(w, cur, nxt, sp[t], sp[t + 1]); });
-      c.epilogue(0, 1, 0, L.rows);
-      return;
-    }
     const QConvRows w = L.conv_view();
     const unsigned chunks = tasks == 1 ? 1 : 4 * tasks;
     const uint32_t* rp = L.conv_rowptr.data();

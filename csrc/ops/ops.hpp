@@ -26,7 +26,8 @@ struct Workspace {
   std::vector<float> scratch;  // per worker: one padded channel plane (depthwise convs)
   std::vector<float> packed;   // convs of small feature maps in a batch (ops/conv.cpp): grown on first use
   std::vector<uint32_t> live;  // batch 1: the live input columns of a linear layer
-  std::vector<uint16_t> lowp;  // batch 1: a dense-codebook layer's input in int8 or bf16 (precision modes)
+  std::vector<uint16_t> lowp;
+  std::vector<float> gather;   // batch 1: the inputs a conv on a one-pixel map reads (grown on first use)  // batch 1: a dense-codebook layer's input in int8 or bf16 (precision modes)
   std::vector<const float*> ins;  // the running op's input pointers
   // Sizes saturate (then the allocation fails with bad_alloc) instead of wrapping.
   void reserve(size_t n, const BufferPlan& p) {
