@@ -111,7 +111,7 @@ def accuracy(args, lines):
         x, y = ds.test.x.astype(np.float32), ds.test.y
         ref = np.stack([fp.infer(x[i:i + 1])[0] for i in range(len(y))])
         top_ref = 100 * float((ref.argmax(1) == y).mean())
-        lines.append(f"| {fp.name} | {dataset} | fp32 | - | {top_ref:.2f}% | | | |")
+        lines.append(f"| {fp.name} | {ds.name} | fp32 | - | {top_ref:.2f}% | | | |")
         for p in ("int8", "bf16"):
             for d in ("always", "auto"):
                 m = dcrt.load(path, threads=1, precision=p, dense_codebook=d)
@@ -120,7 +120,7 @@ def accuracy(args, lines):
                 top = 100 * float((out.argmax(1) == y).mean())
                 agree = 100 * float((out.argmax(1) == ref.argmax(1)).mean())
                 e = np.abs(out - ref).max(1) / np.abs(ref).max(1)
-                lines.append(f"| {fp.name} | {dataset} | {p} {d} | {', '.join(low) or 'none'} | {top:.2f}% | "
+                lines.append(f"| {fp.name} | {ds.name} | {p} {d} | {', '.join(low) or 'none'} | {top:.2f}% | "
                              f"{top - top_ref:+.2f} | {agree:.2f}% | {e.max():.1e} / {e.mean():.1e} |")
                 print(lines[-1], flush=True)
     lines.append("")
