@@ -99,29 +99,34 @@ def accuracy(args, lines):
               "`always`: the dense codebook forced on every linear layer, so that the mode runs on all of them; "
               "`auto`: the cost model's pick (the mode runs only where it chose the dense codebook). "
               "Output error: over the test set, max and mean of |y - y_fp32| / max |y_fp32| per sample "
-              "(y: the network's output, softmax probabilities where the file ends in one).", "",
+              "(y: the network's output, softmax probabilities where the file ends in one). µs per sample: the "
+              "test-set loop's mean, one thread, through Python (back-to-back calls).", "",
               "| network | data | mode | layers in the mode | top-1 | change | agreement with fp32 | "
-              "output error max / mean |",
-              "|---|---|---|---|---:|---:|---:|---:|"]
+              "output error max / mean | µs per sample |",
+              "|---|---|---|---|---:|---:|---:|---:|---:|"]
     from dcrt import data as D
     for spec in args.lenet:
         path, dataset = spec.rsplit(":", 1)
         fp = dcrt.load(path, threads=1)
         ds = D.load(dataset, image=len(fp.input_shape) == 3)
         x, y = ds.test.x.astype(np.float32), ds.test.y
+        t0 = time.perf_counter()
         ref = np.stack([fp.infer(x[i:i + 1])[0] for i in range(len(y))])
+        us_ref = (time.perf_counter() - t0) / len(y) * 1e6
         top_ref = 100 * float((ref.argmax(1) == y).mean())
-        lines.append(f"| {fp.name} | {ds.name} | fp32 | - | {top_ref:.2f}% | | | |")
+        lines.append(f"| {fp.name} | {ds.name} | fp32 | - | {top_ref:.2f}% | | | | {us_ref:.1f} |")
         for p in ("int8", "bf16"):
             for d in ("always", "auto"):
                 m = dcrt.load(path, threads=1, precision=p, dense_codebook=d)
                 low = [L["name"] for L in m.layers() if L["precision"] != "fp32"]
+                t0 = time.perf_counter()
                 out = np.stack([m.infer(x[i:i + 1])[0] for i in range(len(y))])
+                us = (time.perf_counter() - t0) / len(y) * 1e6
                 top = 100 * float((out.argmax(1) == y).mean())
                 agree = 100 * float((out.argmax(1) == ref.argmax(1)).mean())
                 e = np.abs(out - ref).max(1) / np.abs(ref).max(1)
                 lines.append(f"| {fp.name} | {ds.name} | {p} {d} | {', '.join(low) or 'none'} | {top:.2f}% | "
-                             f"{top - top_ref:+.2f} | {agree:.2f}% | {e.max():.1e} / {e.mean():.1e} |")
+                             f"{top - top_ref:+.2f} | {agree:.2f}% | {e.max():.1e} / {e.mean():.1e} | {us:.1f} |")
                 print(lines[-1], flush=True)
     lines.append("")
 

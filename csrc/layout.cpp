@@ -114,7 +114,9 @@ Batch1Costs batch1_costs(const KernelInfo& rows_k, const KernelInfo& cols_k, con
   }
   // The dense codebook on long and short rows (256 x 2048, 1024 x 256): a cost per code and a
   // cost per row (the row's reduction and tail), so that narrow layers are not mispredicted.
-  // In a precision mode, the time includes the per-call rounding of the input.
+  // In a precision mode the input's rounding is left out: once per call, O(cols), it would be
+  // charged per code here (on the synthetic 2048 columns it was a fifth of the int8 time, and
+  // VGG-16 fc7 kept the slower row form).
   const auto time_dense = [&](uint32_t rows, uint32_t cols) {
     SyntheticLayer s(rows, cols, code_bits);
     std::vector<uint8_t> codes;
@@ -134,18 +136,14 @@ Batch1Costs batch1_costs(const KernelInfo& rows_k, const KernelInfo& cols_k, con
         d.packed = packed.data();
         d.ldp = dense8_ldp(d.cols, code_bits);
       }
-      return best_time([&] {
-        const QInputU8 q = quantize_input_u8(s.x.data(), d.cols, d.ldc, xq.data());
-        dense_k.dense_i8(d, q, s.y.data(), 0, d.rows);
-      });
+      const QInputU8 q = quantize_input_u8(s.x.data(), d.cols, d.ldc, xq.data());
+      return best_time([&] { dense_k.dense_i8(d, q, s.y.data(), 0, d.rows); });
     }
     if (dense_k.dense_bf16) {
       build_dense8_bf16(s.cb.data(), code_bits, bcb);
       d.bcodebook = bcb.data();
-      return best_time([&] {
-        round_input_bf16(s.x.data(), d.cols, d.ldc, xb.data());
-        dense_k.dense_bf16(d, xb.data(), s.y.data(), 0, d.rows);
-      });
+      round_input_bf16(s.x.data(), d.cols, d.ldc, xb.data());
+      return best_time([&] { dense_k.dense_bf16(d, xb.data(), s.y.data(), 0, d.rows); });
     }
     return best_time([&] { dense_k.dense_q8(d, s.x.data(), s.y.data(), 0, s.w.rows); });
   };
@@ -206,11 +204,13 @@ double choose_dense8(ExecLayer& L, const Batch1Costs& c, int mode) {
                         "row form's time at %.0f%% density", 1e9 * c.per_code, 1e9 * c.per_dense_row,
                         L.nnz ? 1e9 * t_rows / double(L.nnz) : 0.0, ratio, 100 * density);
   const double llc = last_level_cache_bytes();
-  if (weights > llc && L.nnz > 0) {
-    const double streamed = weights / (2.0 * double(L.nnz));
+  // int8 at <= 7 bits reads the packed codes: code_bits / 8 bytes per weight.
+  const double per_weight = L.dense8_prec == kPrecisionInt8 && dense8_packs(L.code_bits) ? L.code_bits / 8.0 : 1.0;
+  if (weights * per_weight > llc && L.nnz > 0) {
+    const double streamed = weights * per_weight / (2.0 * double(L.nnz));
     if (streamed > ratio) ratio = streamed;
     std::snprintf(why + n, sizeof why - n, "; its %.1f MB of codes exceed the %.0f MB cache: streamed, %.2fx the row form's bytes",
-                  weights / 1e6, llc / 1e6, streamed);
+                  weights * per_weight / 1e6, llc / 1e6, streamed);
   }
   if (ratio >= 0.9) {
     L.dense8_why = std::string("not used: ") + why;
