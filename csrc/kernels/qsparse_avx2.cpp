@@ -145,10 +145,14 @@ void spmm_rows_q_c24__avx2(const QConvRows& w, const float* xt, size_t ldx, floa
 // sides' cache lines are filled completely while they are hot; edges fall back to scalar.
 void transpose_f32__avx2(const float* __restrict src, size_t ld_src, float* __restrict dst, size_t ld_dst, size_t nr,
                          size_t nc) {
-  constexpr size_t T = 64;
-  for (size_t c0 = 0; c0 < nc; c0 += T)
-    for (size_t r0 = 0; r0 < nr; r0 += T) {
-      const size_t c1 = std::min(nc, c0 + T), r1 = std::min(nr, r0 + T);
+  // Tiles of 64 x 64; where the destination's stride is a multiple of 4 KB (the batched layers'
+  // [n, rows] output, 16 KB at 4096 rows) 16 destination rows x 64: those rows share one L1 set,
+  // and 64 of them thrashed it (VGG-16 fc6's output, 4096 x 64: 329 vs 84 us for the scalar
+  // 16 x 16 loop, Zen 5). Elsewhere 16 would cut the source rows' runs to 64 bytes.
+  const size_t TC = (ld_dst * sizeof(float)) % 4096 == 0 ? 16 : 64, TR = 64;
+  for (size_t c0 = 0; c0 < nc; c0 += TC)
+    for (size_t r0 = 0; r0 < nr; r0 += TR) {
+      const size_t c1 = std::min(nc, c0 + TC), r1 = std::min(nr, r0 + TR);
       size_t r = r0;
       for (; r + 8 <= r1; r += 8) {
         size_t c = c0;
