@@ -31,25 +31,16 @@ void dw_blocks(const float* w, const ConvGeom& g, const float* bias, const float
     const float* xs = x + size_t(ch0) * in_hw;
     for (size_t p = 0; p < in_hw; ++p)
       for (uint32_t l = 0; l < L; ++l) xt[p][l] = l < nl ? xs[l * in_hw + p] : 0.f;
-    // The live taps' offsets, once per block (no division per pixel and tap).
-    int32_t dy[kDwMaxTaps], dx[kDwMaxTaps];
-    uint32_t tk[kDwMaxTaps], nt = 0;
-    for (uint32_t k = 0; k < taps; ++k)
-      if (live[k]) {
-        dy[nt] = int32_t((k / g.kw) * g.dh) - int32_t(g.ph);
-        dx[nt] = int32_t((k % g.kw) * g.dw) - int32_t(g.pw);
-        tk[nt++] = k;
-      }
-    const int32_t ih = int32_t(g.in_h), iw = int32_t(g.in_w);
     for (uint32_t oy = 0; oy < g.out_h; ++oy)
       for (uint32_t ox = 0; ox < g.out_w; ++ox) {
         for (uint32_t l = 0; l < L; ++l) acc[l] = b[l];
-        const int32_t y0 = int32_t(oy * g.sh), x0 = int32_t(ox * g.sw);
-        for (uint32_t e = 0; e < nt; ++e) {
-          const int32_t iy = y0 + dy[e], ix = x0 + dx[e];
-          if (uint32_t(iy) >= uint32_t(ih) || uint32_t(ix) >= uint32_t(iw)) continue;
+        for (uint32_t k = 0; k < taps; ++k) {
+          if (!live[k]) continue;
+          const int64_t iy = int64_t(oy) * g.sh - g.ph + int64_t(k / g.kw) * g.dh;
+          const int64_t ix = int64_t(ox) * g.sw - g.pw + int64_t(k % g.kw) * g.dw;
+          if (iy < 0 || iy >= g.in_h || ix < 0 || ix >= g.in_w) continue;
           const float* xv = xt[size_t(iy) * g.in_w + size_t(ix)];
-          const float* wk = wt[tk[e]];
+          const float* wk = wt[k];
           for (uint32_t l = 0; l < L; ++l) acc[l] += wk[l] * xv[l];
         }
         const size_t p = size_t(oy) * g.out_w + ox;
