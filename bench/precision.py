@@ -28,14 +28,8 @@ from machine import cpu_line  # noqa: E402
 import dcrt  # noqa: E402
 from dcrt import nn  # noqa: E402
 
-LAYERS = {  # name: (rows, cols, density, codebook bits, index bits) -- as bench/test_layers.py
-    "vgg16-fc6": (4096, 25088, 0.04, 5, 5),
-    "vgg16-fc7": (4096, 4096, 0.04, 5, 5),
-    "vgg16-fc8": (1000, 4096, 0.23, 5, 5),
-    "alexnet-fc6": (4096, 9216, 0.09, 5, 4),
-    "alexnet-fc7": (4096, 4096, 0.09, 5, 4),
-    "alexnet-fc8": (1000, 4096, 0.25, 5, 4),
-}
+from test_layers import LAYERS  # noqa: E402  (the paper's FC layers: rows, cols, density, bits, index bits)
+
 CONFIGS = [("fp32", "auto"), ("fp32", "always"), ("int8", "auto"), ("int8", "always"), ("bf16", "auto"),
            ("bf16", "always")]
 

@@ -53,6 +53,42 @@ const KernelInfo& kernel(const std::string& name, const char* op) {
   return *k;
 }
 
+// The epilogue arguments of the conv entry points: res shaped like the output [c, oh, ow] (kept
+// alive by `keep`), clamp a (lo, hi) pair; None for either leaves it out.
+ConvEpilogue epilogue_arg(const py::object& res, const py::object& clamp, uint32_t c, uint32_t oh, uint32_t ow,
+                          py::array_t<float, py::array::c_style>& keep) {
+  ConvEpilogue ep;
+  if (!res.is_none()) {
+    keep = res.cast<py::array_t<float, py::array::c_style>>();
+    if (keep.ndim() != 3 || uint32_t(keep.shape(0)) != c || uint32_t(keep.shape(1)) != oh ||
+        uint32_t(keep.shape(2)) != ow)
+      throw py::value_error("res must be shaped like the output");
+    ep.res = keep.data();
+  }
+  if (!clamp.is_none()) {
+    const auto lh = clamp.cast<std::pair<float, float>>();
+    ep.clamp = true;
+    ep.lo = lh.first;
+    ep.hi = lh.second;
+  }
+  return ep;
+}
+
+// The output size of a conv entry point's geometry (padding pb / pr: -1 symmetric), checked as
+// the runtime checks a file's; sets pbb, prr.
+std::pair<uint32_t, uint32_t> checked_conv_out(uint32_t C, uint32_t H, uint32_t W, uint32_t kh, uint32_t kw, uint32_t sh,
+                                               uint32_t sw, uint32_t ph, uint32_t pw, int64_t pb, int64_t pr, uint32_t dh,
+                                               uint32_t dw, uint32_t& pbb, uint32_t& prr) {
+  pbb = pb < 0 ? ph : uint32_t(pb), prr = pr < 0 ? pw : uint32_t(pr);
+  if (pbb > 64 || prr > 64) throw py::value_error("pb, pr: at most 64 here");
+  WindowOut wo;
+  const std::string ge = check_conv_geometry(C, H, W, kh, kw, sh, sw, std::max(ph, pbb), std::max(pw, prr), dh, dw, wo);
+  if (!ge.empty()) throw py::value_error("conv geometry: " + ge);
+  const uint64_t ekh = uint64_t(dh) * (kh - 1) + 1, ekw = uint64_t(dw) * (kw - 1) + 1;
+  if (ekh > uint64_t(H) + ph + pbb || ekw > uint64_t(W) + pw + prr) throw py::value_error("kernel larger than the padded input");
+  return {uint32_t((H + ph + pbb - ekh) / sh + 1), uint32_t((W + pw + prr - ekw) / sw + 1)};
+}
+
 }  // namespace
 
 void bind_kernels(py::module_& m) {
@@ -295,34 +331,15 @@ void bind_kernels(py::module_& m) {
       throw py::value_error("conv_dw kernels take depthwise geometry only (groups = in = out channels)");
     // Bottom/right padding (pb, pr; -1: symmetric) as a pad folded into the conv at load makes it;
     // checked as the symmetric geometry with the larger of each pair.
-    const uint32_t pbb = pb < 0 ? ph : uint32_t(pb), prr = pr < 0 ? pw : uint32_t(pr);
-    if (pbb > 64 || prr > 64) throw py::value_error("pb, pr: at most 64 here");
-    WindowOut wo;
-    const std::string ge = check_conv_geometry(C, H, W, kh, kw, sh, sw, std::max(ph, pbb), std::max(pw, prr), dh, dw, wo);
-    if (!ge.empty()) throw py::value_error("conv geometry: " + ge);
-    const uint64_t ekh = uint64_t(dh) * (kh - 1) + 1, ekw = uint64_t(dw) * (kw - 1) + 1;
-    if (ekh > uint64_t(H) + ph + pbb || ekw > uint64_t(W) + pw + prr) throw py::value_error("kernel larger than the padded input");
-    const uint32_t oh = uint32_t((H + ph + pbb - ekh) / sh + 1), ow = uint32_t((W + pw + prr - ekw) / sw + 1);
+    uint32_t pbb, prr;
+    const auto [oh, ow] = checked_conv_out(C, H, W, kh, kw, sh, sw, ph, pw, pb, pr, dh, dw, pbb, prr);
     if (sat_mul(sat_mul(out_c, oh), ow) > kMaxActivation) throw py::value_error("output exceeds 2^28 elements");
     if (uint64_t(bias.size()) != out_c) throw py::value_error("bias must be [out_c]");
     const QSparseMatrix w = checked_matrix(out_c, colptr, entries, code_bits, codebook);
     if (w.cols != uint64_t(C / groups) * kh * kw) throw py::value_error("cols != C/groups*kh*kw");
     ConvGeom g{C, H, W, out_c, oh, ow, kh, kw, sh, sw, ph, pw, groups, pbb, prr, dh, dw};
-    ConvEpilogue ep;
     py::array_t<float, py::array::c_style> res_a;
-    if (!res.is_none()) {
-      res_a = res.cast<py::array_t<float, py::array::c_style>>();
-      if (res_a.ndim() != 3 || uint32_t(res_a.shape(0)) != out_c || uint32_t(res_a.shape(1)) != oh ||
-          uint32_t(res_a.shape(2)) != ow)
-        throw py::value_error("res must be shaped like the output");
-      ep.res = res_a.data();
-    }
-    if (!clamp.is_none()) {
-      const auto lh = clamp.cast<std::pair<float, float>>();
-      ep.clamp = true;
-      ep.lo = lh.first;
-      ep.hi = lh.second;
-    }
+    const ConvEpilogue ep = epilogue_arg(res, clamp, out_c, oh, ow, res_a);
     if (!oc_chunk) oc_chunk = out_c;
     if (!row_chunk) row_chunk = g.out_h;
     std::vector<uint32_t> rowptr(out_c + 1), rows_e;
@@ -366,30 +383,11 @@ void bind_kernels(py::module_& m) {
     if (w.ndim() != 2 || uint32_t(w.shape(0)) != C || uint64_t(w.shape(1)) != uint64_t(kh) * kw)
       throw py::value_error("w must be [C, kh * kw]");
     if (uint32_t(bias.size()) != C) throw py::value_error("bias must be [C]");
-    const uint32_t pbb = pb < 0 ? ph : uint32_t(pb), prr = pr < 0 ? pw : uint32_t(pr);
-    if (pbb > 64 || prr > 64) throw py::value_error("pb, pr: at most 64 here");
-    WindowOut wo;
-    const std::string ge = check_conv_geometry(C, H, W, kh, kw, sh, sw, std::max(ph, pbb), std::max(pw, prr), dh, dw, wo);
-    if (!ge.empty()) throw py::value_error("conv geometry: " + ge);
-    const uint64_t ekh = uint64_t(dh) * (kh - 1) + 1, ekw = uint64_t(dw) * (kw - 1) + 1;
-    if (ekh > uint64_t(H) + ph + pbb || ekw > uint64_t(W) + pw + prr) throw py::value_error("kernel larger than the padded input");
-    const uint32_t oh = uint32_t((H + ph + pbb - ekh) / sh + 1), ow = uint32_t((W + pw + prr - ekw) / sw + 1);
+    uint32_t pbb, prr;
+    const auto [oh, ow] = checked_conv_out(C, H, W, kh, kw, sh, sw, ph, pw, pb, pr, dh, dw, pbb, prr);
     ConvGeom g{C, H, W, C, oh, ow, kh, kw, sh, sw, ph, pw, C, pbb, prr, dh, dw};
-    ConvEpilogue ep;
     py::array_t<float, py::array::c_style> res_a;
-    if (!res.is_none()) {
-      res_a = res.cast<py::array_t<float, py::array::c_style>>();
-      if (res_a.ndim() != 3 || uint32_t(res_a.shape(0)) != C || uint32_t(res_a.shape(1)) != oh ||
-          uint32_t(res_a.shape(2)) != ow)
-        throw py::value_error("res must be shaped like the output");
-      ep.res = res_a.data();
-    }
-    if (!clamp.is_none()) {
-      const auto lh = clamp.cast<std::pair<float, float>>();
-      ep.clamp = true;
-      ep.lo = lh.first;
-      ep.hi = lh.second;
-    }
+    const ConvEpilogue ep = epilogue_arg(res, clamp, C, oh, ow, res_a);
     if (!oc_chunk) oc_chunk = C;
     py::array_t<float> y({py::ssize_t(C), py::ssize_t(oh), py::ssize_t(ow)});
     float* yp = y.mutable_data();

@@ -114,11 +114,7 @@ void small_depthwise(const OpCtx& c, const ExecLayer& L, const ConvGeom& g) {
   const auto block = [&](size_t t) {
     const size_t s = t / blocks;
     const uint32_t ch0 = uint32_t(t % blocks) * kDwLanes, ch1 = std::min(g.out_c, ch0 + kDwLanes);
-    ConvEpilogue ep;
-    ep.res = c.res ? c.res + s * out_sz : nullptr;
-    ep.clamp = c.x.clamp;
-    ep.lo = c.x.lo;
-    ep.hi = c.x.hi;
+    const ConvEpilogue ep = c.conv_epilogue(s * out_sz);
     f(w, g, L.bias.data(), c.in[0] + s * in_sz, c.out + s * out_sz, ch0, ch1, ep);
   };
   if (c.tasks == 1)
@@ -215,11 +211,7 @@ void run_conv2d(const OpCtx& c) {
         const float* xc = cur + s * in_sz + ch * hw_in;
         pad_input(g1, xc, scratch);
         const QConvRows w1{1, L.cols, L.code_bits, L.conv_rowptr.data() + ch, L.conv_entries.data(), L.codebook.data()};
-        ConvEpilogue ep;
-        ep.res = c.res ? c.res + s * out_sz + ch * hw_out : nullptr;
-        ep.clamp = c.x.clamp;
-        ep.lo = c.x.lo;
-        ep.hi = c.x.hi;
+        const ConvEpilogue ep = c.conv_epilogue(s * out_sz + ch * hw_out);
         f(w1, g1, tapoff, L.bias.data() + ch, xc, scratch, nxt + s * out_sz + ch * hw_out, 0, 1, 0, g.out_h, ep);
       }
     });
@@ -244,11 +236,7 @@ void run_conv2d(const OpCtx& c) {
     const size_t s = t / (nchunk * bands);
     const uint32_t oc0 = uint32_t(t / bands % nchunk) * chunk, oc1 = std::min(L.rows, oc0 + chunk);
     const uint32_t oy0 = uint32_t(t % bands) * band_rows, oy1 = std::min(g.out_h, oy0 + band_rows);
-    ConvEpilogue ep;
-    ep.res = c.res ? c.res + s * out_sz : nullptr;
-    ep.clamp = c.x.clamp;
-    ep.lo = c.x.lo;
-    ep.hi = c.x.hi;
+    const ConvEpilogue ep = c.conv_epilogue(s * out_sz);
     if (sparse)
       f(w, g, tapoff, L.bias.data(), cur + s * in_sz, xpad + s * pad_sz, nxt + s * out_sz, oc0, oc1, oy0, oy1, ep);
     else

@@ -63,6 +63,15 @@ struct OpCtx {
   // The epilogue of one sample's [rows x inner] block: + residual, then the clamp, over
   // rows [r0, r1) (ops whose kernels do not apply it themselves).
   void epilogue(size_t s, size_t inner, size_t r0, size_t r1) const;
+  // The fused epilogue as the conv kernels take it, its residual at `offset` elements into res.
+  ConvEpilogue conv_epilogue(size_t offset) const {
+    ConvEpilogue ep;
+    ep.res = res ? res + offset : nullptr;
+    ep.clamp = x.clamp;
+    ep.lo = x.lo;
+    ep.hi = x.hi;
+    return ep;
+  }
 };
 
 using OpFn = void (*)(const OpCtx&);
