@@ -30,7 +30,7 @@ INPUTS = {"dense": 1.0, "relu50": 0.5, "relu18": 0.18}
 BATCHES = [1, 64]
 #: dcrt with the runtime's own pick, and with every other fast variant this CPU runs of the
 #: kernels these layers use ("dcrt:<kernel>": the AVX2 kernels on an AVX-512 machine, say).
-VARIANTS = [k for k in dcrt.kernels() if k["op"] in ("spmv_rows", "spmm_rows") and k["supported"]
+VARIANTS = [k for k in dcrt.kernels() if k["op"] in ("spmv_rows", "spmv_cols", "spmm_rows") and k["supported"]
             and not k["reference"] and k["isa"] != "generic"]
 IMPLS = ["dcrt"] + [f"dcrt:{k['name']}" for k in VARIANTS] + list(P.PEERS)
 
@@ -71,7 +71,7 @@ def test_fc(benchmark, layer_file, layer, batch, inp, impl):
     if impl.startswith("dcrt"):
         kernel = impl.partition(":")[2]
         op = next((k["op"] for k in VARIANTS if k["name"] == kernel), None)
-        if kernel and op != ("spmv_rows" if batch == 1 else "spmm_rows"):
+        if kernel and op not in (("spmv_rows", "spmv_cols") if batch == 1 else ("spmm_rows",)):
             pytest.skip(f"{kernel} does not run at batch {batch}")
         model = dcrt.load(path, threads=P.threads(), kernels={op: kernel} if kernel else None)
         fn = lambda: model.infer(x)  # noqa: E731

@@ -250,11 +250,12 @@ PYBIND11_MODULE(_core, m) {
                                      d["plan"] = "batch 1: " + std::string(dk) + " (dense codebook, " +
                                                  (L.dense8_packed.empty() ? std::string("a byte per weight, ")
                                                                           : std::to_string(L.code_bits) + " bits per weight, ") +
-                                                 prec_names[L.dense8_prec] + " products; " + L.dense8_why +
-                                                 ") when at least " +
-                                                 std::to_string(int(L.dense8_cols_density * 100 + 0.5f)) +
-                                                 "% of inputs are non-zero, else " + m.spmv_cols().name +
-                                                 " (column form); batch > 1: " + m.spmm_rows().name;
+                                                 prec_names[L.dense8_prec] + " products; " + L.dense8_why + ")" +
+                                                 (L.dense8_cols_density > 0
+                                                      ? " when at least " + std::to_string(int(L.dense8_cols_density * 100 + 0.5f)) +
+                                                            "% of inputs are non-zero, else " + m.spmv_cols().name + " (column form)"
+                                                      : std::string(" on every input")) +
+                                                 "; batch > 1: " + m.spmm_rows().name;
                                    d["dense_codebook"] = L.has_dense8();
                                    d["dense_codebook_below"] = L.dense8_cols_density;  // input density: column form below
                                    // The precision batch 1 multiplies this layer's weights in.

@@ -98,6 +98,10 @@ void bind_kernels(py::module_& m) {
       py::dict d;
       d["name"] = k.name; d["op"] = k.op; d["isa"] = k.isa; d["reference"] = k.reference;
       d["supported"] = !k.supported || k.supported();
+      d["picked"] = &picked_kernel(k.op) == &k;
+      d["ns_per_nz"] = py::none();
+      for (const auto& t : kernel_timings(k.op))
+        if (t.kernel == &k) d["ns_per_nz"] = t.ns_per_nz;
       out.append(d);
     }
     return out;

@@ -40,8 +40,8 @@ unsigned checked_threads(unsigned threads) {
 
 Model::Model(const uint8_t* data, size_t size, unsigned threads, const LoadLimits& limits, bool fuse,
              const std::vector<std::pair<std::string, std::string>>& kernels, int dense_codebook, int precision)
-    : dense8_mode_(dense_codebook), precision_(precision), spmv_rows_(&best_kernel("spmv_rows")),
-      spmv_cols_(&best_kernel("spmv_cols")), dense_q8_(&best_kernel("dense_q8")), dense_i8_(&best_kernel("dense_i8")),
+    : dense8_mode_(dense_codebook), precision_(precision), spmv_rows_(&picked_kernel("spmv_rows")),
+      spmv_cols_(&picked_kernel("spmv_cols")), dense_q8_(&best_kernel("dense_q8")), dense_i8_(&best_kernel("dense_i8")),
       dense_bf16_(&best_kernel("dense_bf16")), spmm_(&best_kernel("spmm")),
       spmm_rows_(&best_kernel("spmm_rows")), conv_(&best_kernel("conv")), conv_dw_(&best_kernel("conv_dw")),
       dw_blocks_(&best_kernel("conv_dw_blocks")),

@@ -44,6 +44,8 @@ const std::vector<KernelInfo>& kernel_registry() {
     k.supported = cpu_has_bmi2_fma; add(k);
     k = KernelInfo{"spmv_rows_q_t16__avx512", "spmv_rows", "avx512", false}; k.spmv_rows = spmv_rows_q_t16__avx512;
     k.supported = cpu_has_avx512; add(k);
+    k = KernelInfo{"spmv_cols_q_t16__avx512", "spmv_cols", "avx512", false}; k.spmv_cols = spmv_cols_q_t16__avx512;
+    k.supported = cpu_has_avx512; add(k);
     k = KernelInfo{"spmm_q_rel16__avx2", "spmm", "avx2", false}; k.spmm = spmm_q_rel16__avx2;
     k.supported = cpu_has_avx2_fma; add(k);
     k = KernelInfo{"spmm_rows_q_c24__avx2", "spmm_rows", "avx2", false}; k.spmm_rows = spmm_rows_q_c24__avx2;

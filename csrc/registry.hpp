@@ -35,7 +35,20 @@ struct KernelInfo {
 
 const std::vector<KernelInfo>& kernel_registry();
 const KernelInfo* find_kernel(const std::string& name);
-// The kernel the runtime uses for `op` on this CPU (the fastest supported non-reference).
+// The last supported non-reference kernel of `op` (the registry lists them slowest ISA first).
 const KernelInfo& best_kernel(const char* op);
+
+// The kernel the runtime uses for `op` on this CPU. For spmv_rows and spmv_cols, whose AVX-512
+// variants (vgatherdps; decoded lanes) lose to the BMI2 ones on Zen 4 (0.6-0.8x) and win on
+// other AVX-512 CPUs, every supported variant is timed once per process on a synthetic layer
+// (layout.cpp) and the fastest taken; every other op: best_kernel.
+const KernelInfo& picked_kernel(const char* op);
+struct KernelTiming {
+  const KernelInfo* kernel;
+  double ns_per_nz;  // per stored non-zero (spmv_cols: per non-zero of a live column)
+};
+// What picked_kernel measured for `op` (empty where it timed nothing: one candidate, or an op
+// it does not time).
+std::vector<KernelTiming> kernel_timings(const char* op);
 
 }  // namespace dcrt

@@ -318,6 +318,21 @@ def test_every_kernel_variant_through_the_whole_network(tmp_path, rng):
                 np.testing.assert_allclose(got.infer(x), want5, rtol=1e-4, atol=1e-5, err_msg=k["name"])
 
 
+def test_loaded_model_runs_the_picked_batch1_kernels(tmp_path):
+    """A model runs, by default, the spmv kernels dcrt.kernels() marks picked (the timed ones),
+    and its summary says what was timed."""
+    p = tmp_path / "fc.dcz"
+    dcrt.compress(zoo.build("lenet-300-100", seed=1), p, density=0.05, bits=5, progress=False)
+    m = dcrt.load(p, threads=1, dense_codebook="never")
+    picked = {k["op"]: k for k in dcrt.kernels() if k["picked"]}
+    kern = m.layers()[0]["kernel"]
+    assert picked["spmv_rows"]["name"] in kern and picked["spmv_cols"]["name"] in kern, kern
+    line = m.summary().splitlines()[1]
+    assert line.startswith("batch-1 sparse kernels"), line
+    if picked["spmv_rows"]["ns_per_nz"] is not None:
+        assert f"-> {picked['spmv_rows']['isa']}" in line, line
+
+
 def test_kernel_choice_errors_name_the_problem(lenet):
     path = lenet.path
     with pytest.raises(ValueError, match="unknown op 'gemm'"):

@@ -90,6 +90,8 @@ void spmv_cols_q_t16__bmi2(const QTiles16& w, const float* x, const uint32_t* li
 bool cpu_has_bmi2_fma();
 // AVX-512 F/BW/VL/DQ (+ FMA, BMI2): the Xeons' kernels (spmv16_avx512.cpp and the others).
 void spmv_rows_q_t16__avx512(const QTiles16& w, const float* x, float* y, uint32_t p0, uint32_t p1);
+void spmv_cols_q_t16__avx512(const QTiles16& w, const float* x, const uint32_t* live, uint32_t nlive, float* y,
+                             uint32_t t0, uint32_t t1);
 bool cpu_has_avx512();
 
 }  // namespace dcrt

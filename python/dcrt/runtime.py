@@ -202,6 +202,8 @@ class Model:
             lines.append(f"precision {self.precision}: " + (
                 f"batch 1 of {', '.join(low)} (dense codebook); everything else fp32" if low else
                 "no layer runs in it (only dense-codebook layers at batch 1 do; the cost model chose none): all fp32"))
+        if any("spmv_" in str(L.get("kernel", "")) for L in layers):
+            lines.append(_timed_picks_line())
         lines += ["  ".join(c.ljust(w[k]) for k, c in enumerate(r)).rstrip() for r in rows]
         return "\n".join(lines)
 
@@ -210,10 +212,25 @@ class Model:
 
 
 def kernels() -> list:
-    """Every native kernel registered: name, op, isa, whether it is its op's reference twin, and
-    whether this CPU runs it (``supported``). The runtime uses, per op, the last supported
-    non-reference one (the fastest); ``load(..., kernels={op: name})`` picks another."""
+    """Every native kernel registered: name, op, isa, whether it is its op's reference twin,
+    whether this CPU runs it (``supported``) and whether the runtime uses it (``picked``).
+    Per op the runtime takes the last supported non-reference one (the widest ISA), except the
+    batch-1 sparse forms (spmv_rows, spmv_cols): their variants are timed once per process on
+    a synthetic layer and the fastest is picked (``ns_per_nz``: what it measured per non-zero;
+    the AVX-512 gather forms lose to the BMI2 ones on some AVX-512 CPUs, Zen 4 among them).
+    ``load(..., kernels={op: name})`` runs another."""
     return list(_core().kernels())
+
+
+def _timed_picks_line() -> str:
+    parts = []
+    for op in ("spmv_rows", "spmv_cols"):
+        ks = [k for k in kernels() if k["op"] == op and k["ns_per_nz"] is not None]
+        if ks:
+            pick = next(k["isa"] for k in ks if k["picked"])
+            parts.append(f"{op} " + " / ".join(f"{k['isa']} {k['ns_per_nz']:.2f}" for k in ks) + f" ns per non-zero -> {pick}")
+    return ("batch-1 sparse kernels timed on this CPU: " + "; ".join(parts)) if parts else \
+        "batch-1 sparse kernels: one variant runs on this CPU (nothing to time)"
 
 
 def loads(data, device: str = "cpu", threads: int | None = None, *, max_activation: int | None = None,
@@ -243,7 +260,9 @@ def loads(data, device: str = "cpu", threads: int | None = None, *, max_activati
     ``dense_codebook``: where a sparse linear layer keeps many of its weights, batch 1 can walk
     every code (a byte per weight, decoded by register shuffles) instead of the sparse row form.
     "auto" asks a cost model measured on this CPU (once per process; ``Model.layers()[i]["plan"]``
-    says what it measured and chose), "always" / "never" force it (tests, benchmarks).
+    says what it measured and chose; the column form still takes inputs sparse enough), "always"
+    runs it on every batch-1 input, however sparse (no kernel choice then depends on this
+    load's timings, so the outputs' bits do not either), "never" keeps the sparse forms.
 
     ``precision``: "fp32" (the default) or, opt-in, "int8" / "bf16" for the dense-codebook layers
     at batch 1: their codebook rounded to int8 (one scale per layer) and the input quantized per
