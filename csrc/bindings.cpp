@@ -203,6 +203,9 @@ PYBIND11_MODULE(_core, m) {
                                d["parse_s"] = s.parse_s; d["decode_s"] = s.decode_s;
                                d["layout_s"] = s.layout_s; d["total_s"] = s.total_s;
                                d["symbols_decoded"] = s.symbols_decoded;
+                               py::dict hs;
+                               for (const auto& [k, n] : s.huffman_symbols) hs[k->name] = n;
+                               d["huffman_symbols"] = hs;
                                return d;
                              })
       .def_property_readonly("layers",

@@ -57,6 +57,11 @@ int64_t huffman_decode_table__generic(const HuffTable& t, const HuffStream& s, u
 int64_t huffman_decode_multi__generic(const HuffTable& t, const HuffStream& s, uint64_t c0, uint64_t c1, uint8_t* out);
 #if DCRT_HAVE_AVX2
 int64_t huffman_decode_multi__bmi2(const HuffTable& t, const HuffStream& s, uint64_t c0, uint64_t c1, uint8_t* out);
+// 16 chunks per register in lockstep, 48 in flight (huffman_avx512.cpp); fewer than 16 chunks, or
+// an incomplete code, go to huffman_decode_multi__bmi2.
+int64_t huffman_decode_lanes__avx512vbmi(const HuffTable& t, const HuffStream& s, uint64_t c0, uint64_t c1,
+                                         uint8_t* out);
+bool cpu_has_avx512_vbmi();
 #endif
 
 }  // namespace dcrt

@@ -2,6 +2,7 @@
 // conv rows, spmv16 tiles, the batched rows tiles).
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <cstdio>
 #include <map>
@@ -154,17 +155,133 @@ const Picks& batch1_picks() {
   }();
   return p;
 }
+
+// Times every candidate Huffman decoder on two synthetic streams like a layer's: complete codes
+// whose symbols are drawn with probability 2^-length, so the mean code length is the entropy,
+// limited to 11 bits as the compressor's (the 16-lane decoder's steps per refill are 57 / the
+// longest code) — 35 symbols of lengths 2-11 (3.57 bits per symbol: FC codes and gaps) and 256
+// of lengths 6-11 (7.25 bits: 8-bit conv codes); 48 chunks of 4096 symbols each (one job of the 16-lane
+// decoder's 48 in flight; the format's chunk size, whose 4 KiB-apart outputs matter to it), one
+// thread, rounds alternating, best of 3: ~4 ms once per process.
+// The AVX-512 decoder takes one symbol per gathered element where the scalar one takes up to 3
+// per table load, so which wins depends on the CPU's gathers and on the stream's entropy (AMD
+// Zen 4, one core: 0.64 against 0.35 ns per symbol at 3.6 bits, 0.64 against 0.75 at 7.25;
+// VGG-16's 8-bit conv codes, 6.3 bits: 1.44 against 1.53 G symbols/s).
+struct HuffPick {
+  std::vector<KernelTiming> timings;
+  const KernelInfo* k = nullptr;
+  double lo_bits = 0, hi_bits = 0;  // the synthetic streams' bits per symbol
+};
+
+struct SyntheticStream {
+  HuffTable t;
+  std::vector<uint8_t> data;
+  std::vector<uint32_t> offsets{0};
+  double bits = 0;  // expected bits per symbol
+  static constexpr uint64_t kChunk = 4096, kChunks = 48, n = kChunk * kChunks;
+  // `spec`: (length, count) pairs of a complete code; the alphabet's other symbols unused.
+  SyntheticStream(std::initializer_list<std::pair<int, int>> spec, uint32_t alpha, uint64_t seed) {
+    std::vector<uint8_t> lengths;
+    for (const auto& [len, count] : spec) {
+      lengths.insert(lengths.end(), size_t(count), uint8_t(len));
+      bits += count * len * std::ldexp(1.0, -len);
+    }
+    if (lengths.size() > alpha) throw std::logic_error("synthetic huffman code: alphabet too small");
+    lengths.resize(alpha, 0);
+    build_huff_table(lengths.data(), alpha, n, t, "synthetic huffman stream");
+    // Random bits are a random symbol sequence of that distribution: each chunk keeps the bits
+    // of its first kChunk codes, zero-padded to a byte.
+    uint64_t rng = seed;
+    std::vector<uint8_t> bits(kChunk * 2 + 16);
+    for (uint64_t c = 0; c < kChunks; ++c) {
+      for (auto& b : bits) {
+        rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
+        b = uint8_t(rng >> 24);
+      }
+      uint64_t pos = 0;
+      for (uint64_t i = 0; i < kChunk; ++i) {  // the 17+ bits from pos hold the code (max_len <= 15)
+        const uint8_t* q = &bits[pos >> 3];
+        const uint32_t v = (uint32_t(q[0]) << 16 | uint32_t(q[1]) << 8 | q[2]) << (pos & 7);
+        pos += t.peek[(v >> (24 - t.max_len)) & ((1u << t.max_len) - 1)] & 15;
+      }
+      const uint64_t bytes = (pos + 7) / 8;
+      if (pos & 7) bits[bytes - 1] &= uint8_t(0xff << (8 - (pos & 7)));
+      data.insert(data.end(), bits.begin(), bits.begin() + ptrdiff_t(bytes));
+      offsets.push_back(uint32_t(data.size()));
+    }
+  }
+};
+
+const HuffPick& huffman_pick() {
+  static const HuffPick p = [] {
+    HuffPick r;
+    const auto ks = candidates("huffman");
+    if (ks.empty()) throw std::logic_error("no kernel registered for huffman");
+    if (ks.size() == 1) { r.k = ks[0]; return r; }
+    const SyntheticStream lo({{2, 2}, {4, 4}, {5, 2}, {6, 8}, {8, 15}, {9, 1}, {10, 1}, {11, 2}}, 64,
+                             0x9e3779b97f4a7c15ull);
+    const SyntheticStream hi({{6, 32}, {8, 96}, {9, 1}, {10, 125}, {11, 2}}, 256, 0xd1b54a32d192ed03ull);
+    r.lo_bits = lo.bits;
+    r.hi_bits = hi.bits;
+    std::vector<uint8_t> out(SyntheticStream::n);
+    using sclk = std::chrono::steady_clock;
+    const auto time = [&](const SyntheticStream& st) {
+      const HuffStream hs{st.data.data(), st.offsets.data(), SyntheticStream::kChunk, SyntheticStream::n};
+      std::vector<double> best(ks.size(), 1e30);
+      for (int round = 0; round < 4; ++round)
+        for (size_t i = 0; i < ks.size(); ++i) {
+          const auto t0 = sclk::now();
+          const int64_t bad = ks[i]->huff(st.t, hs, 0, SyntheticStream::kChunks, out.data());
+          const double dt = std::chrono::duration<double>(sclk::now() - t0).count();
+          if (bad >= 0) throw std::logic_error(std::string(ks[i]->name) + " rejected the synthetic stream");
+          if (round > 0) best[i] = std::min(best[i], dt);
+        }
+      for (auto& b : best) b *= 1e9 / double(SyntheticStream::n);
+      return best;
+    };
+    const std::vector<double> tl = time(lo), th = time(hi);
+    size_t b = 0;
+    for (size_t i = 0; i < ks.size(); ++i) {
+      r.timings.push_back(KernelTiming{ks[i], tl[i], th[i]});
+      if (tl[i] < tl[b]) b = i;
+    }
+    r.k = ks[b];
+    return r;
+  }();
+  return p;
+}
 }  // namespace
+
+std::pair<double, double> huffman_timed_bits() { return {huffman_pick().lo_bits, huffman_pick().hi_bits}; }
+
+const KernelInfo& huffman_for_stream(double bits_per_symbol) {
+  const HuffPick& p = huffman_pick();
+  if (p.timings.empty()) return *p.k;
+  // Another decoder than the pick (the faster at low entropy) only where it is predicted 10%
+  // faster: the line through two synthetic points is that far off on real streams (Zen 4, the
+  // 16-lane decoder on VGG-16's 6.3-bit conv codes: 0.69 ns per symbol against 0.64 predicted).
+  const double f = (bits_per_symbol - p.lo_bits) / (p.hi_bits - p.lo_bits);
+  const auto at = [&](const KernelTiming& t) { return t.ns_per_nz + f * (t.ns_per_symbol_hi - t.ns_per_nz); };
+  const KernelInfo* best = p.k;
+  double best_t = 0;
+  for (const auto& t : p.timings)
+    if (t.kernel == p.k) best_t = 0.9 * at(t);
+  for (const auto& t : p.timings)
+    if (at(t) < best_t) { best = t.kernel; best_t = at(t); }
+  return *best;
+}
 
 const KernelInfo& picked_kernel(const char* op) {
   if (!std::strcmp(op, "spmv_rows")) return *batch1_picks().rows_k;
   if (!std::strcmp(op, "spmv_cols")) return *batch1_picks().cols_k;
+  if (!std::strcmp(op, "huffman")) return *huffman_pick().k;
   return best_kernel(op);
 }
 
 std::vector<KernelTiming> kernel_timings(const char* op) {
   if (!std::strcmp(op, "spmv_rows")) return batch1_picks().rows;
   if (!std::strcmp(op, "spmv_cols")) return batch1_picks().cols;
+  if (!std::strcmp(op, "huffman")) return huffman_pick().timings;
   return {};
 }
 
@@ -334,9 +451,10 @@ double secs(clk::time_point a, clk::time_point b) { return std::chrono::duration
 void Model::decode_layers(ParsedFile& f) {
   layers_.resize(f.layers.size());
   // Tables first (validates code lengths), then every chunk of every stream in parallel.
-  // Jobs of kChunksPerJob chunks: the decoder interleaves six chunks of one stream.
-  constexpr uint64_t kChunksPerJob = 12;
-  struct Job { uint32_t layer; bool index; uint64_t c0, c1; };
+  // Each stream's decoder: the one given, else the one timed fastest at its bits per symbol.
+  // Jobs of twice the chunks it keeps in flight (six for the scalar ones, 48 for AVX-512).
+  struct Job { uint32_t layer; bool index; uint64_t c0, c1; const KernelInfo* dec; };
+  std::map<const KernelInfo*, uint64_t> per_decoder;
   std::vector<HuffTable> ctab(f.layers.size()), itab(f.layers.size());
   std::vector<std::vector<uint8_t>> codes(f.layers.size()), gaps(f.layers.size());
   std::vector<Job> jobs;
@@ -355,22 +473,25 @@ void Model::decode_layers(ParsedFile& f) {
     build_huff_table(d.index_lengths.data(), 1u << d.index_bits, d.n_entries, itab[i], d.where() + ": index_lengths");
     codes[i].resize(d.n_entries);  // bounded: n_entries <= 8 * stream bytes (checked in parse)
     gaps[i].resize(d.n_entries);
-    for (uint64_t c = 0; c < d.n_chunks; c += kChunksPerJob) {
-      const uint64_t c1 = std::min<uint64_t>(c + kChunksPerJob, d.n_chunks);
-      jobs.push_back({i, false, c, c1});
-      jobs.push_back({i, true, c, c1});
+    for (const bool index : {false, true}) {
+      const uint64_t bytes = (index ? d.index_offsets : d.code_offsets)[d.n_chunks];
+      const KernelInfo* dec =
+          huff_fixed_ || d.n_entries == 0 ? huff_ : &huffman_for_stream(8.0 * double(bytes) / double(d.n_entries));
+      for (uint64_t c = 0; c < d.n_chunks; c += dec->huff_job_chunks)
+        jobs.push_back({i, index, c, std::min<uint64_t>(c + dec->huff_job_chunks, d.n_chunks), dec});
+      per_decoder[dec] += d.n_entries;
     }
     stats_.symbols_decoded += 2 * d.n_entries;
   }
+  stats_.huffman_symbols.assign(per_decoder.begin(), per_decoder.end());
   std::vector<int64_t> bad(jobs.size(), -1);
-  const HuffDecodeFn dec = huff_->huff;
   const auto t0 = clk::now();
   pool_->parallel_for(jobs.size(), [&](size_t j, unsigned) {
     const Job& jb = jobs[j];
     const LayerDesc& d = f.layers[jb.layer];
     const HuffStream hs{jb.index ? d.index_stream : d.code_stream,
                         (jb.index ? d.index_offsets : d.code_offsets).data(), d.chunk_symbols, d.n_entries};
-    bad[j] = dec(jb.index ? itab[jb.layer] : ctab[jb.layer], hs, jb.c0, jb.c1,
+    bad[j] = jb.dec->huff(jb.index ? itab[jb.layer] : ctab[jb.layer], hs, jb.c0, jb.c1,
                  (jb.index ? gaps : codes)[jb.layer].data());
   });
   stats_.decode_s = secs(t0, clk::now());

@@ -45,7 +45,7 @@ Model::Model(const uint8_t* data, size_t size, unsigned threads, const LoadLimit
       dense_bf16_(&best_kernel("dense_bf16")), spmm_(&best_kernel("spmm")),
       spmm_rows_(&best_kernel("spmm_rows")), conv_(&best_kernel("conv")), conv_dw_(&best_kernel("conv_dw")),
       dw_blocks_(&best_kernel("conv_dw_blocks")),
-      huff_(&best_kernel("huffman")), transpose_(&best_kernel("transpose")) {
+      huff_(&picked_kernel("huffman")), transpose_(&best_kernel("transpose")) {
   for (const auto& [op, name] : kernels) {
     const std::pair<const char*, const KernelInfo**> slots[] = {
         {"spmv_rows", &spmv_rows_}, {"spmv_cols", &spmv_cols_}, {"dense_q8", &dense_q8_},
@@ -64,6 +64,7 @@ Model::Model(const uint8_t* data, size_t size, unsigned threads, const LoadLimit
     if (op != k->op) throw InputError("kernels: '" + name + "' is a " + k->op + " kernel, not " + op);
     if (k->supported && !k->supported()) throw InputError("kernels: '" + name + "' needs " + k->isa + ", which this CPU does not have");
     *slot = k;
+    if (op == "huffman") huff_fixed_ = true;
   }
   threads = checked_threads(threads);
   if (precision < kPrecisionFp32 || precision > kPrecisionInt8)

@@ -98,6 +98,7 @@ struct LoadStats {
   // (execution layouts, their validation, the buffer plan).
   double parse_s = 0, decode_s = 0, layout_s = 0, total_s = 0;
   uint64_t symbols_decoded = 0;
+  std::vector<std::pair<const KernelInfo*, uint64_t>> huffman_symbols;  // symbols per decoder that ran
 };
 
 // What a caller allows a file to make the runtime do (checked at load; a server's cap on an
@@ -227,6 +228,7 @@ class Model {
   int dense8_mode_ = 0;  // dense codebook: 0 the cost model, 1 always, 2 never
   int precision_ = kPrecisionFp32;
   const KernelInfo *spmv_rows_, *spmv_cols_, *dense_q8_, *dense_i8_, *dense_bf16_, *spmm_, *spmm_rows_, *conv_, *conv_dw_, *dw_blocks_, *huff_, *transpose_;
+  bool huff_fixed_ = false;  // kernels={"huffman": ...}: that decoder for every stream
   mutable std::mutex ws_mutex_;
   mutable std::vector<std::unique_ptr<Workspace>> ws_free_;
 };

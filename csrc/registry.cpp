@@ -81,6 +81,8 @@ const std::vector<KernelInfo>& kernel_registry() {
 #if DCRT_HAVE_AVX2
     k = KernelInfo{"huffman_decode_multi__bmi2", "huffman", "bmi2", false};
     k.huff = huffman_decode_multi__bmi2; k.supported = cpu_has_bmi2_fma; add(k);
+    k = KernelInfo{"huffman_decode_lanes__avx512vbmi", "huffman", "avx512vbmi", false};
+    k.huff = huffman_decode_lanes__avx512vbmi; k.supported = cpu_has_avx512_vbmi; k.huff_job_chunks = 96; add(k);
 #endif
     k = KernelInfo{"transpose_f32__ref", "transpose", "ref", true}; k.transpose = transpose_f32__ref; add(k);
     k = KernelInfo{"transpose_f32__generic", "transpose", "generic", false};

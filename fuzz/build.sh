@@ -18,6 +18,7 @@ declare -A ISA=(
   [csrc/crc32_pclmul.cpp]="-mpclmul -msse4.1"
   [csrc/kernels/spmv16_avx512.cpp]="-mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma -mbmi -mbmi2 -mavx2"
   [csrc/kernels/qsparse_avx512.cpp]="-mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma -mbmi -mbmi2 -mavx2"
+  [csrc/huffman_avx512.cpp]="-mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma -mbmi -mbmi2 -mavx2 -mavx512vbmi"
   [csrc/kernels/dense_lowp_avx512.cpp]="-mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma -mbmi -mbmi2 -mavx2 -mavx512vnni -mavx512vbmi -mavx512bf16 -ffp-contract=off"
 )
 # The core's sources as CMakeLists.txt lists them (one list to keep), then the ISA files.

@@ -155,10 +155,12 @@ def _decode_all(lengths, stream, offs, n, chunk):
 
 
 @pytest.mark.parametrize("alpha, max_len", [(2, 11), (16, 11), (32, 12), (32, 13), (40, 15), (256, 11)])
-@pytest.mark.parametrize("n_chunks", [1, 5, 6, 7, 13])
+@pytest.mark.parametrize("n_chunks", [1, 5, 6, 7, 13, 16, 17, 48, 65, 100])
 def test_interleaved_decoders_over_chunk_groups(rng, alpha, max_len, n_chunks):
     # The multi-symbol decoders run six chunks at a time, with K lookups per reload set by the
-    # window (12 bits, or max_len when longer); a short last chunk leaves its group early.
+    # window (12 bits, or max_len when longer); the AVX-512 one runs 16 chunks per register and
+    # three registers at a time (48), the rest in groups of 16, then six; a short last chunk
+    # limits its group's lockstep blocks.
     chunk = 700
     if max_len > 12:  # skewed enough that the longest code is used
         freqs = np.array([2 ** min(k, 20) for k in range(alpha)], np.int64)
@@ -171,8 +173,10 @@ def test_interleaved_decoders_over_chunk_groups(rng, alpha, max_len, n_chunks):
     roundtrip(sym, alpha, chunk, max_len=max_len)
 
 
-def test_corrupted_long_chunks_agree_across_decoders(rng):
-    sym = rng.choice(32, size=2000 * 13, p=rng.dirichlet(np.ones(32)))
+@pytest.mark.parametrize("n_chunks", [13, 60])
+def test_corrupted_long_chunks_agree_across_decoders(rng, n_chunks):
+    # 60 chunks: the AVX-512 decoder's group of 48 and one of 16 (the corrupt chunk in either).
+    sym = rng.choice(32, size=2000 * n_chunks, p=rng.dirichlet(np.ones(32)))
     lengths = huffman.code_lengths(np.bincount(sym, minlength=32), 11)
     stream, offs = huffman.encode(sym, lengths, 2000)
     offs = np.asarray(offs, np.uint32)
@@ -181,11 +185,11 @@ def test_corrupted_long_chunks_agree_across_decoders(rng):
         o = offs.copy()
         kind = trial % 3
         if kind == 0:  # flip bits in the middle or at the end of some chunk
-            c = int(rng.integers(0, 13))
+            c = int(rng.integers(0, n_chunks))
             pos = int(o[c + 1]) - 1 - int(rng.integers(0, 3)) if trial % 2 else int(rng.integers(o[c], o[c + 1]))
             s[pos] ^= int(rng.integers(1, 256))
         elif kind == 1:  # move one chunk boundary
-            c = int(rng.integers(1, 13))
+            c = int(rng.integers(1, n_chunks))
             o[c] = np.uint32(int(o[c]) + int(rng.choice([-2, -1, 1, 2])))
             if not (o[c - 1] <= o[c] <= o[c + 1]):
                 continue

@@ -328,9 +328,19 @@ def test_loaded_model_runs_the_picked_batch1_kernels(tmp_path):
     kern = m.layers()[0]["kernel"]
     assert picked["spmv_rows"]["name"] in kern and picked["spmv_cols"]["name"] in kern, kern
     line = m.summary().splitlines()[1]
-    assert line.startswith("batch-1 sparse kernels"), line
-    if picked["spmv_rows"]["ns_per_nz"] is not None:
-        assert f"-> {picked['spmv_rows']['isa']}" in line, line
+    assert line.startswith("kernels"), line
+    for op in ("spmv_rows", "spmv_cols"):
+        if picked[op]["ns_per_nz"] is not None:
+            assert f"{op} " in line and f"-> {picked[op]['isa']}" in line, line
+    # Huffman: each stream by the decoder timed faster at its bits per symbol.
+    hs = m.load_stats["huffman_symbols"]
+    timed = {k["name"] for k in dcrt.kernels() if k["op"] == "huffman" and k["ns_per_nz"] is not None}
+    assert sum(hs.values()) == m.load_stats["symbols_decoded"], hs
+    assert set(hs) <= (timed or {picked["huffman"]["name"]}), hs
+    if timed:
+        assert "huffman " in line and "-> per stream" in line, line
+    forced = dcrt.load(p, threads=1, dense_codebook="never", kernels={"huffman": "huffman_decode_table__generic"})
+    assert forced.load_stats["huffman_symbols"] == {"huffman_decode_table__generic": m.load_stats["symbols_decoded"]}
 
 
 def test_kernel_choice_errors_name_the_problem(lenet):

@@ -115,7 +115,8 @@ class Model:
 
     @property
     def load_stats(self) -> dict:
-        """Seconds spent parsing, decoding Huffman streams and building the layout."""
+        """Seconds spent parsing, decoding Huffman streams and building the layout; the symbols
+        decoded, and how many each Huffman decoder decoded (``huffman_symbols``: {kernel: n})."""
         return self._m.load_stats
 
     def layers(self) -> list:
@@ -215,22 +216,35 @@ def kernels() -> list:
     """Every native kernel registered: name, op, isa, whether it is its op's reference twin,
     whether this CPU runs it (``supported``) and whether the runtime uses it (``picked``).
     Per op the runtime takes the last supported non-reference one (the widest ISA), except the
-    batch-1 sparse forms (spmv_rows, spmv_cols): their variants are timed once per process on
-    a synthetic layer and the fastest is picked (``ns_per_nz``: what it measured per non-zero;
-    the AVX-512 gather forms lose to the BMI2 ones on some AVX-512 CPUs, Zen 4 among them).
+    batch-1 sparse forms (spmv_rows, spmv_cols) and the Huffman decoder: their variants are
+    timed once per process on a synthetic layer or stream and the fastest is picked
+    (``ns_per_nz``: what it measured per non-zero, or per symbol for ``huffman``; the AVX-512
+    gather forms lose to the BMI2 ones on some AVX-512 CPUs, Zen 4 among them). The Huffman
+    decoders are timed at two entropies (``ns_per_symbol``: {bits per symbol: ns}); ``picked``
+    is the faster at the lower, and a load decodes each stream with the one predicted faster at
+    its own bits per symbol (``Model.load_stats["huffman_symbols"]`` counts what each decoded).
     ``load(..., kernels={op: name})`` runs another."""
     return list(_core().kernels())
 
 
+def _timed(op: str, unit: str) -> str | None:
+    ks = [k for k in kernels() if k["op"] == op and k["ns_per_nz"] is not None]
+    if not ks:
+        return None
+    pick = next(k["isa"] for k in ks if k["picked"])
+    if op == "huffman":  # timed at two entropies; each stream takes the faster at its own
+        bits = sorted(ks[0]["ns_per_symbol"])
+        return f"{op} " + ", ".join(
+            " / ".join(f"{k['isa']} {k['ns_per_symbol'][b]:.2f}" for k in ks) + f" ns per symbol at {b:.1f} bits"
+            for b in bits) + " -> per stream"
+    return f"{op} " + " / ".join(f"{k['isa']} {k['ns_per_nz']:.2f}" for k in ks) + f" ns per {unit} -> {pick}"
+
+
 def _timed_picks_line() -> str:
-    parts = []
-    for op in ("spmv_rows", "spmv_cols"):
-        ks = [k for k in kernels() if k["op"] == op and k["ns_per_nz"] is not None]
-        if ks:
-            pick = next(k["isa"] for k in ks if k["picked"])
-            parts.append(f"{op} " + " / ".join(f"{k['isa']} {k['ns_per_nz']:.2f}" for k in ks) + f" ns per non-zero -> {pick}")
-    return ("batch-1 sparse kernels timed on this CPU: " + "; ".join(parts)) if parts else \
-        "batch-1 sparse kernels: one variant runs on this CPU (nothing to time)"
+    parts = [p for p in (_timed("spmv_rows", "non-zero"), _timed("spmv_cols", "non-zero"),
+                         _timed("huffman", "symbol")) if p]
+    return ("kernels timed on this CPU: " + "; ".join(parts)) if parts else \
+        "kernels: one variant of each timed op runs on this CPU (nothing to time)"
 
 
 def loads(data, device: str = "cpu", threads: int | None = None, *, max_activation: int | None = None,
