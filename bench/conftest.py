@@ -39,3 +39,17 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
     import peers
     from machine import cpu_line
     output_json["dcrt"] = {"cpu": cpu_line(), "peers": peers.availability(), "version": dcrt.__version__}
+
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    """Warm-up rounds before every benchmark unless the command line says otherwise: without
+    them the first entry of each group timed slower than the very same configuration later in
+    the group (dcrt on alexnet-fc6, dense input, Zen 4: median 0.896 against 0.697 ms, equal
+    minima; with 200 warm-up calls 0.669 against 0.662)."""
+    if getattr(config.option, "benchmark_warmup", None) in ("auto", None, False) and \
+            "--benchmark-warmup" not in " ".join(config.invocation_params.args):
+        config.option.benchmark_warmup = True
+        if getattr(config.option, "benchmark_warmup_iterations", 100000) == 100000:
+            config.option.benchmark_warmup_iterations = 200
