@@ -385,3 +385,23 @@ def test_dense_codebook_path_matches_the_sparse_one(tmp_path, rng, bits):
     np.testing.assert_allclose(auto.infer(x), want, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="dense_codebook must be 'auto', 'always' or 'never'"):
         dcrt.load(p, dense_codebook="yes")
+
+
+def test_every_huffman_decoder_loads_the_same_model(tmp_path):
+    """Each supported Huffman decoder, forced for every stream, loads the same layouts: the same
+    outputs bit for bit, and load_stats counts every symbol under that decoder. Chunks of 64
+    symbols give LeNet-300-100's streams 313, 40 and 2 chunks: the 16-lane decoder's groups of
+    48 and 16 and its BMI2 remainder all run, in jobs split over two threads."""
+    p = tmp_path / "l300.dcz"
+    dcrt.compress(zoo.build("lenet-300-100", seed=2), p, density=0.08, bits=5, chunk_symbols=64, progress=False)
+    x = np.random.default_rng(0).random((3, 784), dtype=np.float32)
+    want = None
+    for k in dcrt.kernels():
+        if k["op"] != "huffman" or not k["supported"]:
+            continue
+        m = dcrt.load(p, threads=2, kernels={"huffman": k["name"]})
+        assert m.load_stats["huffman_symbols"] == {k["name"]: m.load_stats["symbols_decoded"]}, k["name"]
+        got = m.infer(x)
+        if want is None:
+            want = got
+        np.testing.assert_array_equal(got, want, err_msg=k["name"])
