@@ -578,6 +578,34 @@ void Model::decode_layers(ParsedFile& f) {
         for (uint32_t e = L.conv_rowptr[r]; e < L.conv_rowptr[r + 1]; ++e)
           L.dw_dense[size_t(r) * taps + (L.conv_entries[e] >> 8)] = L.codebook[L.conv_entries[e] & mask];
     }
+    if (conv_small_dense_pays(L, g)) {
+      const uint32_t taps = L.kh * L.kw, in_c = g.in_c, out_c = g.out_c;
+      if (L.small_w.empty()) {  // [taps][in_c][out_c]; a file column is ic * taps + ky * kw + kx
+        L.small_w.assign(size_t(taps) * in_c * out_c, 0.f);
+        const uint32_t mask = (1u << L.code_bits) - 1;
+        for (uint32_t r = 0; r < L.rows; ++r) {
+          if (L.storage == kStoragePlain) {
+            for (uint32_t col = 0; col < L.cols; ++col)
+              L.small_w[(size_t(col % taps) * in_c + col / taps) * out_c + r] = L.weight[size_t(r) * L.cols + col];
+          } else {
+            for (uint32_t e = L.conv_rowptr[r]; e < L.conv_rowptr[r + 1]; ++e) {
+              const uint32_t col = L.conv_entries[e] >> 8;
+              L.small_w[(size_t(col % taps) * in_c + col / taps) * out_c + r] = L.codebook[L.conv_entries[e] & mask];
+            }
+          }
+        }
+      }
+      const uint32_t P = g.out_h * g.out_w;
+      std::vector<int32_t>& off = exec_[j].small_off;
+      off.assign(size_t(taps) * P, -1);
+      for (uint32_t t = 0; t < taps; ++t)
+        for (uint32_t p = 0; p < P; ++p) {
+          const int64_t iy = int64_t(p / g.out_w) * g.sh + int64_t(t / L.kw) * g.dh - g.ph;
+          const int64_t ix = int64_t(p % g.out_w) * g.sw + int64_t(t % L.kw) * g.dw - g.pw;
+          if (iy >= 0 && ix >= 0 && iy < int64_t(g.in_h) && ix < int64_t(g.in_w))
+            off[size_t(t) * P + p] = int32_t(iy * g.in_w + ix);
+        }
+    }
     if (L.kind == kLayerConv2d && L.storage == kStorageSparse && g.groups == 1 && g.out_h == 1 && g.out_w == 1 &&
         !L.pixel_form && std::none_of(builds.begin(), builds.end(), [i](const auto& b) { return std::get<1>(b) == i; })) {
       const uint32_t taps = L.kh * L.kw;

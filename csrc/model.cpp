@@ -44,14 +44,14 @@ Model::Model(const uint8_t* data, size_t size, unsigned threads, const LoadLimit
       spmv_cols_(&picked_kernel("spmv_cols")), dense_q8_(&best_kernel("dense_q8")), dense_i8_(&best_kernel("dense_i8")),
       dense_bf16_(&best_kernel("dense_bf16")), spmm_(&best_kernel("spmm")),
       spmm_rows_(&best_kernel("spmm_rows")), conv_(&best_kernel("conv")), conv_dw_(&best_kernel("conv_dw")),
-      dw_blocks_(&best_kernel("conv_dw_blocks")),
+      dw_blocks_(&best_kernel("conv_dw_blocks")), conv_small_(&best_kernel("conv_small")),
       huff_(&picked_kernel("huffman")), transpose_(&best_kernel("transpose")) {
   for (const auto& [op, name] : kernels) {
     const std::pair<const char*, const KernelInfo**> slots[] = {
         {"spmv_rows", &spmv_rows_}, {"spmv_cols", &spmv_cols_}, {"dense_q8", &dense_q8_},
         {"dense_i8", &dense_i8_},   {"dense_bf16", &dense_bf16_},
         {"spmm", &spmm_},           {"spmm_rows", &spmm_rows_},
-        {"conv", &conv_},           {"conv_dw", &conv_dw_},     {"conv_dw_blocks", &dw_blocks_},     {"huffman", &huff_}, {"transpose", &transpose_}};
+        {"conv", &conv_},           {"conv_dw", &conv_dw_},     {"conv_dw_blocks", &dw_blocks_}, {"conv_small", &conv_small_},     {"huffman", &huff_}, {"transpose", &transpose_}};
     const KernelInfo** slot = nullptr;
     std::string known;
     for (const auto& [o, p] : slots) {

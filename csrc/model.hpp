@@ -85,6 +85,10 @@ struct ExecLayer {
   // reads (empty: the identity, a pointwise conv), pixel_cols their indices (until built).
   bool pixel_form = false;
   std::vector<uint32_t> pixel_in, pixel_cols;
+  // Convs of small output maps (2-63 pixels, groups 1, more than one tap) where the dense
+  // product is the cheaper one at batch 1 (ops/conv.cpp, kernels/conv_small.hpp): the weights
+  // as fp32 [taps][in_c][out_c], zeros where pruned (ExecOp::small_off: what each tap reads).
+  std::vector<float> small_w;
   QSparseMatrix view() const {
     return QSparseMatrix{rows, cols, code_bits, colptr.data(), entries.data(), codebook.data()};
   }
@@ -145,6 +149,9 @@ struct ExecOp {
   float lo = 0.f, hi = 0.f;
   ConvGeom geom{};                  // conv2d: its geometry, any folded pad included
   std::vector<int64_t> tapoff;      // conv2d: conv_tap_offsets(geom)
+  // conv2d on a small map at batch 1 (conv_small_dense_pays): per (tap, output pixel) the input
+  // pixel it reads, -1 in padding (the layer's small_w holds the weights). Empty otherwise.
+  std::vector<int32_t> small_off;
   uint64_t padded = 0;              // conv2d: padded_size(geom) per sample (0: pointwise, depthwise)
   uint64_t plane = 0;               // depthwise conv2d: one padded channel plane + kConvSlack
 };
@@ -189,6 +196,7 @@ class Model {
   const KernelInfo& spmv_rows() const { return *spmv_rows_; }
   const KernelInfo& spmv_cols() const { return *spmv_cols_; }
   const KernelInfo& dense_q8() const { return *dense_q8_; }
+  const KernelInfo& conv_small() const { return *conv_small_; }
   const KernelInfo& dense_i8() const { return *dense_i8_; }
   const KernelInfo& dense_bf16() const { return *dense_bf16_; }
   int precision() const { return precision_; }
@@ -227,7 +235,7 @@ class Model {
   std::unique_ptr<ThreadPool> pool_;
   int dense8_mode_ = 0;  // dense codebook: 0 the cost model, 1 always, 2 never
   int precision_ = kPrecisionFp32;
-  const KernelInfo *spmv_rows_, *spmv_cols_, *dense_q8_, *dense_i8_, *dense_bf16_, *spmm_, *spmm_rows_, *conv_, *conv_dw_, *dw_blocks_, *huff_, *transpose_;
+  const KernelInfo *spmv_rows_, *spmv_cols_, *dense_q8_, *dense_i8_, *dense_bf16_, *spmm_, *spmm_rows_, *conv_, *conv_dw_, *dw_blocks_, *conv_small_, *huff_, *transpose_;
   bool huff_fixed_ = false;  // kernels={"huffman": ...}: that decoder for every stream
   mutable std::mutex ws_mutex_;
   mutable std::vector<std::unique_ptr<Workspace>> ws_free_;

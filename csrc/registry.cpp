@@ -34,6 +34,9 @@ const std::vector<KernelInfo>& kernel_registry() {
     // Depthwise: the general reference is the twin (the op takes only depthwise geometry).
     k = KernelInfo{"conv_dw_q_rows__ref", "conv_dw", "ref", true}; k.conv = conv_q_rows__ref; add(k);
     k = KernelInfo{"conv_dw_q_rows__generic", "conv_dw", "generic", false}; k.conv = conv_dw_q_rows__generic; add(k);
+    k = KernelInfo{"conv_small_f32__ref", "conv_small", "ref", true}; k.conv_small = conv_small_f32__ref; add(k);
+    k = KernelInfo{"conv_small_f32__generic", "conv_small", "generic", false};
+    k.conv_small = conv_small_f32__generic; add(k);
     k = KernelInfo{"conv_dw_blocks__ref", "conv_dw_blocks", "ref", true}; k.dw_blocks = conv_dw_blocks__ref; add(k);
     k = KernelInfo{"conv_dw_blocks__generic", "conv_dw_blocks", "generic", false};
     k.dw_blocks = conv_dw_blocks__generic; add(k);
@@ -68,8 +71,12 @@ const std::vector<KernelInfo>& kernel_registry() {
     k.supported = cpu_has_avx512; k.row_block = 8; add(k);
     k = KernelInfo{"conv_dw_q_rows__avx512", "conv_dw", "avx512", false}; k.conv = conv_dw_q_rows__avx512;
     k.supported = cpu_has_avx512; add(k);
+    k = KernelInfo{"conv_small_f32__avx2", "conv_small", "avx2", false}; k.conv_small = conv_small_f32__avx2;
+    k.supported = cpu_has_avx2_fma; add(k);
     k = KernelInfo{"conv_dw_blocks__avx2", "conv_dw_blocks", "avx2", false}; k.dw_blocks = conv_dw_blocks__avx2;
     k.supported = cpu_has_avx2_fma; add(k);
+    k = KernelInfo{"conv_small_f32__avx512", "conv_small", "avx512", false}; k.conv_small = conv_small_f32__avx512;
+    k.supported = cpu_has_avx512; add(k);
     k = KernelInfo{"conv_dw_blocks__avx512", "conv_dw_blocks", "avx512", false}; k.dw_blocks = conv_dw_blocks__avx512;
     k.supported = cpu_has_avx512; add(k);
 #endif

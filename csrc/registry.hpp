@@ -6,6 +6,7 @@
 
 #include "crc32.hpp"
 #include "huffman.hpp"
+#include "kernels/conv_small.hpp"
 #include "kernels/dense.hpp"
 #include "kernels/dense_q8.hpp"
 #include "kernels/qsparse.hpp"
@@ -15,7 +16,7 @@ namespace dcrt {
 
 struct KernelInfo {
   const char* name;       // spmv_rows_q_t16__generic: <op>_<weights>_<layout>__<arch>
-  const char* op;         // "spmv_rows" | "spmv_cols" | "dense_q8" | "dense_i8" | "dense_bf16" | "spmm" | "spmm_rows" | "conv" | "conv_dw" | "conv_dw_blocks" | "huffman" | "transpose" | "crc32"
+  const char* op;         // "spmv_rows" | "spmv_cols" | "dense_q8" | "dense_i8" | "dense_bf16" | "spmm" | "spmm_rows" | "conv" | "conv_dw" | "conv_dw_blocks" | "conv_small" | "huffman" | "transpose" | "crc32"
   const char* isa;        // "ref" | "generic" | ...
   bool reference;         // the plain twin every other kernel of this op is tested against
   SpmvRowsFn spmv_rows = nullptr;
@@ -27,6 +28,7 @@ struct KernelInfo {
   SpmmRowsFn spmm_rows = nullptr;
   ConvFn conv = nullptr;
   DwBlocksFn dw_blocks = nullptr;
+  SmallConvFn conv_small = nullptr;
   HuffDecodeFn huff = nullptr;
   TransposeFn transpose = nullptr;
   Crc32Fn crc32 = nullptr;

@@ -27,7 +27,7 @@ def test_registry_names_say_what_the_kernel_is():
         assert k["name"].startswith(k["op"] if k["op"] != "huffman" else "huffman_decode")
         assert k["name"].endswith("__" + k["isa"]), k["name"]
     for op in ("spmv_rows", "spmv_cols", "dense_q8", "dense_i8", "dense_bf16", "spmm", "spmm_rows", "conv", "conv_dw",
-               "conv_dw_blocks", "huffman", "transpose",
+               "conv_dw_blocks", "conv_small", "huffman", "transpose",
                "crc32"):
         ref, fast = by_op(op)
         assert fast, f"{op}: no optimised kernel registered"

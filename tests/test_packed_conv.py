@@ -49,6 +49,15 @@ def cases():
                                 Node("add", inputs=[3, 0]), Node("relu")], shape=(16, 2, 2)),
         # im2col block larger than one slice: 64 x 9 columns x 49 pixels per sample
         "slices": net([cv(64, 32, 3, pad=1, name="c")], shape=(64, 7, 7)),
+        # batch 1 of small maps on the dense weights (conv_small): 80 channels = a 64-block and a
+        # 16-block, 40 = 32 + an 8-channel tail, 17 = 16 + 1; dilation, a folded asymmetric pad
+        # with stride 2, a residual and ReLU6 in the epilogue
+        "small_dense_80ch_4x4": net([cv(24, 80, 3, pad=1, name="c")], shape=(24, 4, 4)),
+        "small_dense_dilated": net([cv(8, 40, 3, pad=2, dilation=2, name="c")], shape=(8, 5, 5)),
+        "small_dense_same_pad_stride2": net([Node("pad", {"pads": (0, 1, 0, 1)}), cv(12, 17, 3, stride=2, pad=0, name="c"),
+                                             Node("clip", RELU6)], shape=(12, 6, 6)),
+        "small_dense_residual_relu6": net([cv(32, 32, 3, pad=1, name="c"), Node("add", inputs=[1, 0]),
+                                           Node("clip", RELU6)], shape=(32, 3, 3)),
     }
 
 
@@ -89,3 +98,31 @@ def test_every_depthwise_blocks_variant_through_the_executor(tmp_path, name):
         np.testing.assert_allclose(m.infer(x), want, rtol=1e-4, atol=1e-5, err_msg=k)
         np.testing.assert_allclose(np.concatenate([m.infer(x[i:i + 1]) for i in range(3)]), want, rtol=1e-4,
                                    atol=1e-5, err_msg=k)
+
+
+@pytest.mark.parametrize("name", [n for n in sorted(CASES) if n.startswith("small_dense")])
+@pytest.mark.parametrize("storage", ["plain", "sparse"])
+def test_every_small_dense_variant_through_the_executor(tmp_path, name, storage):
+    """Batch 1 of these convs runs conv_small (the load decodes their weights to fp32): every
+    variant this CPU runs, forced, agrees with the numpy reference; threads 1 and 2 agree bit
+    for bit; batches keep the packed product."""
+    g = CASES[name]
+    p = tmp_path / f"{name}.dcz"
+    _compress(g, p, storage)
+    x = np.random.default_rng(6).random((3,) + g.input_shape, dtype=np.float32) * 2 - 0.6
+    want = dcrt.decompress(p).forward(x)
+    names = [k["name"] for k in dcrt.kernels() if k["op"] == "conv_small" and k["supported"]]
+    assert len(names) >= 2  # the reference and the portable kernel at least
+    picked = dcrt.load(p, threads=1)
+    assert any("conv_small" in op.get("kernel", "") for op in picked._m.ops if op["type"] == "conv2d"), \
+        [op.get("kernel") for op in picked._m.ops]
+    for k in names:
+        outs = []
+        for threads in (1, 2):
+            m = dcrt.load(p, threads=threads, kernels={"conv_small": k})
+            assert any(op.get("kernel", "").startswith(k) for op in m._m.ops if op["type"] == "conv2d")
+            one = np.concatenate([m.infer(x[i:i + 1]) for i in range(3)])
+            np.testing.assert_allclose(one, want, rtol=1e-4, atol=1e-5, err_msg=f"{k} threads={threads}")
+            np.testing.assert_allclose(m.infer(x), want, rtol=1e-4, atol=1e-5, err_msg=f"{k} batch")
+            outs.append(one)
+        np.testing.assert_array_equal(outs[0], outs[1], err_msg=k)

@@ -4,8 +4,10 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
+#include "kernels/conv_small.hpp"
 #include "kernels/dense.hpp"
 #include "kernels/dense_q8.hpp"
 #include "kernels/qsparse.hpp"
@@ -13,8 +15,13 @@
 namespace dcrt {
 namespace avx2 {
 #include "kernels/conv_rows.inl"
+#include "kernels/conv_small.inl"
 #include "kernels/dw_blocks.inl"
 }  // namespace avx2
+
+void conv_small_f32__avx2(const SmallConv& s, const float* x, float* yt, uint32_t p0, uint32_t p1) {
+  avx2::conv_small(s, x, yt, p0, p1);
+}
 
 void conv_dw_blocks__avx2(const float* w, const ConvGeom& g, const float* bias, const float* x, float* y,
                           uint32_t oc0, uint32_t oc1, const ConvEpilogue& ep) {

@@ -4,8 +4,10 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
+#include "kernels/conv_small.hpp"
 #include "kernels/dense.hpp"
 #include "kernels/dense_q8.hpp"
 #include "kernels/qsparse.hpp"
@@ -14,8 +16,13 @@
 namespace dcrt {
 namespace avx512 {
 #include "kernels/conv_rows.inl"
+#include "kernels/conv_small.inl"
 #include "kernels/dw_blocks.inl"
 }  // namespace avx512
+
+void conv_small_f32__avx512(const SmallConv& s, const float* x, float* yt, uint32_t p0, uint32_t p1) {
+  avx512::conv_small(s, x, yt, p0, p1);
+}
 
 void conv_dw_blocks__avx512(const float* w, const ConvGeom& g, const float* bias, const float* x, float* y,
                             uint32_t oc0, uint32_t oc1, const ConvEpilogue& ep) {

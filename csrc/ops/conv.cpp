@@ -18,6 +18,11 @@ constexpr size_t kPackedMaxPixels = 64;
 // Floats of the im2col block of one slice of samples (a few hundred KB: stays in L2 while
 // every output row reads it).
 constexpr size_t kPackedBlockFloats = size_t(1) << 16;
+// The dense small-map product at batch 1 (conv_small_dense_pays): weights up to this size, and
+// up to this many times the sparse multiply-adds. Measured on Zen 4 (ResNet-18 of
+// examples/resnet_fashion.py, one thread): the sparse small-map path ran 1.5-6 GMAC/s.
+constexpr size_t kSmallDenseMaxBytes = size_t(256) << 10;
+constexpr uint64_t kSmallDenseMaxRatio = 8;
 
 // A conv over a batch of small feature maps as one product on [columns, lanes], the lanes being
 // every (sample, output pixel) of a slice of samples: the im2col block B[in_c * kh * kw][lanes]
@@ -99,12 +104,58 @@ void packed_conv(const OpCtx& c, const ExecLayer& L, const ConvGeom& g) {
 // MobileNetV2 on 28x28 spent 70% of batch 1 there). Tasks: (sample, 16-channel block).
 }  // namespace
 
+bool conv_small_dense_pays(const ExecLayer& L, const ConvGeom& g) {
+  const uint64_t taps = uint64_t(g.kh) * g.kw, pixels = uint64_t(g.out_h) * g.out_w;
+  if (L.kind != kLayerConv2d || g.groups != 1 || taps < 2 || pixels < 2 || pixels >= kPackedMaxPixels) return false;
+  if (L.storage != kStorageSparse && L.storage != kStoragePlain) return false;
+  const uint64_t per_tap = uint64_t(g.in_c) * g.out_c;
+  if (taps * per_tap * sizeof(float) > kSmallDenseMaxBytes) return false;
+  uint64_t inside = 0;  // (tap, pixel) pairs whose input lies inside the map
+  for (uint32_t ky = 0; ky < g.kh; ++ky)
+    for (uint32_t kx = 0; kx < g.kw; ++kx)
+      for (uint32_t oy = 0; oy < g.out_h; ++oy)
+        for (uint32_t ox = 0; ox < g.out_w; ++ox) {
+          const int64_t iy = int64_t(oy) * g.sh + int64_t(ky) * g.dh - g.ph, ix = int64_t(ox) * g.sw + int64_t(kx) * g.dw - g.pw;
+          inside += iy >= 0 && ix >= 0 && iy < int64_t(g.in_h) && ix < int64_t(g.in_w);
+        }
+  const uint64_t stored = L.storage == kStoragePlain ? uint64_t(L.rows) * L.cols : L.nnz;
+  return inside * per_tap <= kSmallDenseMaxRatio * stored * pixels;
+}
+
 bool conv_small_depthwise(const ExecLayer& L, const ConvGeom& g) {
   return conv_is_depthwise(g) && g.kh * g.kw <= kDwMaxTaps && size_t(g.out_h) * g.out_w < kPackedMaxPixels &&
          size_t(g.in_h) * g.in_w <= kDwMaxInPixels && (L.storage == kStorageSparse || L.storage == kStoragePlain);
 }
 
 namespace {
+
+// Batch 1 of a small-map conv on the dense weights (conv_small_dense_pays): Y[pixel][out_c] =
+// bias + the in-window taps' products, split over the pixels, then back to NCHW with the
+// epilogue (+ residual, clamp) in the unfused order.
+void small_dense(const OpCtx& c, const ExecLayer& L, const ConvGeom& g) {
+  const uint32_t P = g.out_h * g.out_w, oc_n = g.out_c;
+  std::vector<float>& buf = c.ws.packed;  // this caller's, grows once
+  if (buf.size() < size_t(P) * oc_n) buf.resize(size_t(P) * oc_n);
+  float* yt = buf.data();
+  for (uint32_t p = 0; p < P; ++p) std::memcpy(yt + size_t(p) * oc_n, L.bias.data(), oc_n * sizeof(float));
+  const SmallConv s{L.small_w.data(), c.x.small_off.data(), g.kh * g.kw, g.in_c, oc_n, P, g.in_h * g.in_w};
+  const SmallConvFn f = c.m.conv_small().conv_small;
+  if (c.tasks == 1) {
+    f(s, c.in[0], yt, 0, P);
+  } else {
+    const unsigned parts = std::min<unsigned>(P, c.tasks);
+    c.par(parts, [&](size_t t, unsigned) { f(s, c.in[0], yt, uint32_t(P * t / parts), uint32_t(P * (t + 1) / parts)); });
+  }
+  const bool clamp = c.x.clamp;
+  const float lo = c.x.lo, hi = c.x.hi;
+  for (uint32_t oc = 0; oc < oc_n; ++oc)
+    for (uint32_t p = 0; p < P; ++p) {
+      float v = yt[size_t(p) * oc_n + oc];
+      if (c.res) v += c.res[size_t(oc) * P + p];
+      if (clamp) v = std::min(std::max(v, lo), hi);
+      c.out[size_t(oc) * P + p] = v;
+    }
+}
 
 void small_depthwise(const OpCtx& c, const ExecLayer& L, const ConvGeom& g) {
   const size_t n = c.n, out_sz = c.op.out.numel(), in_sz = size_t(g.in_c) * g.in_h * g.in_w;
@@ -155,6 +206,10 @@ void run_conv2d(const OpCtx& c) {
         c.par(sp.size() - 1, [&](size_t t, unsigned) { f(w, xv, nxt, sp[t], sp[t + 1]); });
     }
     c.epilogue(0, 1, 0, L.rows);
+    return;
+  }
+  if (n == 1 && !c.x.small_off.empty()) {
+    small_dense(c, L, g);
     return;
   }
   if (conv_small_depthwise(L, g)) {
