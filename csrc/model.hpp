@@ -85,7 +85,7 @@ struct ExecLayer {
   // reads (empty: the identity, a pointwise conv), pixel_cols their indices (until built).
   bool pixel_form = false;
   std::vector<uint32_t> pixel_in, pixel_cols;
-  // Convs of small output maps (2-63 pixels, groups 1, more than one tap) where the dense
+  // Convs of small output maps (2-63 pixels, groups 1, any kernel size) where the dense
   // product is the cheaper one at batch 1 (ops/conv.cpp, kernels/conv_small.hpp): the weights
   // as fp32 [taps][in_c][out_c], zeros where pruned (ExecOp::small_off: what each tap reads).
   std::vector<float> small_w;

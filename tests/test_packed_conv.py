@@ -58,6 +58,8 @@ def cases():
                                              Node("clip", RELU6)], shape=(12, 6, 6)),
         "small_dense_residual_relu6": net([cv(32, 32, 3, pad=1, name="c"), Node("add", inputs=[1, 0]),
                                            Node("clip", RELU6)], shape=(32, 3, 3)),
+        "small_dense_pointwise_4x4": net([cv(24, 48, 1, pad=0, name="pw"), Node("relu")], shape=(24, 4, 4)),
+        "small_dense_pointwise_stride2": net([cv(16, 33, 1, stride=2, pad=0, name="pw")], shape=(16, 7, 7)),
     }
 
 

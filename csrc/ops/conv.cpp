@@ -106,7 +106,7 @@ void packed_conv(const OpCtx& c, const ExecLayer& L, const ConvGeom& g) {
 
 bool conv_small_dense_pays(const ExecLayer& L, const ConvGeom& g) {
   const uint64_t taps = uint64_t(g.kh) * g.kw, pixels = uint64_t(g.out_h) * g.out_w;
-  if (L.kind != kLayerConv2d || g.groups != 1 || taps < 2 || pixels < 2 || pixels >= kPackedMaxPixels) return false;
+  if (L.kind != kLayerConv2d || g.groups != 1 || pixels < 2 || pixels >= kPackedMaxPixels) return false;
   if (L.storage != kStorageSparse && L.storage != kStoragePlain) return false;
   const uint64_t per_tap = uint64_t(g.in_c) * g.out_c;
   if (taps * per_tap * sizeof(float) > kSmallDenseMaxBytes) return false;

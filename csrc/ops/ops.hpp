@@ -20,8 +20,8 @@ inline size_t batch_lanes(size_t n) { return (n + 7) / 8 * 8; }
 // Whether a depthwise conv runs in 16-channel blocks (small maps, any batch: ops/conv.cpp).
 bool conv_small_depthwise(const ExecLayer& L, const ConvGeom& g);
 // Whether batch 1 of this conv runs the dense small-map product (kernels/conv_small.hpp; the
-// load builds ExecLayer::small_w / small_off where it does): groups 1, more than one tap,
-// 2-63 output pixels, at most 256 KiB of fp32 weights, and at most 8x the stored non-zeros'
+// load builds ExecLayer::small_w / ExecOp::small_off where it does): groups 1, any kernel size
+// (pointwise too), 2-63 output pixels, at most 256 KiB of fp32 weights, and at most 8x the stored non-zeros'
 // multiply-adds (the taps that land inside the input, all of them, against nnz x pixels).
 bool conv_small_dense_pays(const ExecLayer& L, const ConvGeom& g);
 
