@@ -230,9 +230,8 @@ PYBIND11_MODULE(_core, m) {
                                  if (conv && L.pixel_form)  // a conv on a one-pixel output map
                                    d["kernel"] = std::string(m.spmv_rows().name) + " (batch 1, 1x1 map) / " +
                                                  d["kernel"].cast<std::string>();
-                                 if (conv && !L.small_w.empty())  // a small map: dense fp32 at batch 1
-                                   d["kernel"] = std::string(m.conv_small().name) + " (batch 1, small map) / " +
-                                                 d["kernel"].cast<std::string>();
+                                 if (conv && !L.small_w.empty())  // a small map: dense fp32
+                                   d["kernel"] = std::string(m.conv_small().name) + " (small map)";
                                  if (L.storage == kStorageSparse && !conv) {
                                    // What batch 1 runs, and when: the runtime's own model of both forms.
                                    d["spmv_cols_below"] = L.cols16_density;
@@ -287,7 +286,7 @@ PYBIND11_MODULE(_core, m) {
                                    d["padding"] = py::make_tuple(g.ph, g.pb, g.pw, g.pr);  // top, bottom, left, right
                                    const ExecLayer& L = m.layers()[o.layer];
                                    d["kernel"] = L.pixel_form ? std::string(m.spmv_rows().name) + " (1-pixel map)"
-                                                 : !x.small_off.empty() ? std::string(m.conv_small().name) + " (batch 1, small map)"
+                                                 : !x.small_off.empty() ? std::string(m.conv_small().name) + " (small map)"
                                                  : conv_small_depthwise(L, g) ? std::string(m.dw_blocks().name) + " (small map)"
                                                  : !x.padded && !x.plane
                                                      ? std::string("spmm_rows (pointwise)")

@@ -86,7 +86,7 @@ struct ExecLayer {
   bool pixel_form = false;
   std::vector<uint32_t> pixel_in, pixel_cols;
   // Convs of small output maps (2-63 pixels, groups 1, any kernel size) where the dense
-  // product is the cheaper one at batch 1 (ops/conv.cpp, kernels/conv_small.hpp): the weights
+  // product is the cheaper one (ops/conv.cpp, kernels/conv_small.hpp): the weights
   // as fp32 [taps][in_c][out_c], zeros where pruned (ExecOp::small_off: what each tap reads).
   std::vector<float> small_w;
   QSparseMatrix view() const {
@@ -149,7 +149,7 @@ struct ExecOp {
   float lo = 0.f, hi = 0.f;
   ConvGeom geom{};                  // conv2d: its geometry, any folded pad included
   std::vector<int64_t> tapoff;      // conv2d: conv_tap_offsets(geom)
-  // conv2d on a small map at batch 1 (conv_small_dense_pays): per (tap, output pixel) the input
+  // conv2d on a small map (conv_small_dense_pays): per (tap, output pixel) the input
   // pixel it reads, -1 in padding (the layer's small_w holds the weights). Empty otherwise.
   std::vector<int32_t> small_off;
   uint64_t padded = 0;              // conv2d: padded_size(geom) per sample (0: pointwise, depthwise)

@@ -1,5 +1,5 @@
-// Batch-1 convolutions of small output maps (2-63 pixels, groups 1, pointwise ones too) on fp32
-// weights decoded at load: per output pixel, for each tap that lands inside the input, the axpy over the output
+// Convolutions of small output maps (2-63 pixels, groups 1, pointwise ones too) on fp32 weights
+// decoded at load, one sample at a time: per output pixel, for each tap that lands inside the input, the axpy over the output
 // channels of that tap's [in_c][out_c] weights. On such maps the sparse forms pay per op and
 // per entry far more than the multiply-adds (ResNet-18 of examples/resnet_fashion.py at batch
 // 1: its 3x3 convs on 7x7-2x2 maps ran at 1.5-6 GMAC/s on the im2col + batched-rows path, 74%

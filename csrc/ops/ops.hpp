@@ -19,7 +19,7 @@ inline size_t batch_lanes(size_t n) { return (n + 7) / 8 * 8; }
 // One caller's buffers (Model keeps a free list): n samples of the load-time plan.
 // Whether a depthwise conv runs in 16-channel blocks (small maps, any batch: ops/conv.cpp).
 bool conv_small_depthwise(const ExecLayer& L, const ConvGeom& g);
-// Whether batch 1 of this conv runs the dense small-map product (kernels/conv_small.hpp; the
+// Whether this conv runs the dense small-map product (any batch) (kernels/conv_small.hpp; the
 // load builds ExecLayer::small_w / ExecOp::small_off where it does): groups 1, any kernel size
 // (pointwise too), 2-63 output pixels, at most 256 KiB of fp32 weights, and at most 8x the stored non-zeros'
 // multiply-adds (the taps that land inside the input, all of them, against nnz x pixels).
