@@ -4,28 +4,50 @@
 // its taps and channels; a tail of fewer than 16 channels runs scalar.
 typedef float SmallV16 __attribute__((vector_size(64)));
 
+// V blocks of 16 channels, each accumulated in S = 4 / V independent sums over alternating
+// input channels (an FMA's latency is four cycles: one sum per block would wait on it), added
+// together at the end.
 template <int V>
 inline void conv_small_block(const SmallConv& s, const float* __restrict x, float* __restrict yp, uint32_t p,
                              size_t oc0) {
-  SmallV16 acc[V];
-  for (int v = 0; v < V; ++v) std::memcpy(&acc[v], yp + oc0 + 16 * v, sizeof(SmallV16));
+  constexpr int S = 4 / V;
+  SmallV16 acc[S][V];
+  for (int v = 0; v < V; ++v) {
+    std::memcpy(&acc[0][v], yp + oc0 + 16 * v, sizeof(SmallV16));
+    for (int k = 1; k < S; ++k) acc[k][v] = SmallV16{};
+  }
   const size_t oc_n = s.out_c;
   for (uint32_t t = 0; t < s.taps; ++t) {
     const int32_t o = s.off[size_t(t) * s.pixels + p];
     if (o < 0) continue;
     const float* xs = x + o;
     const float* wt = s.w + size_t(t) * s.in_c * oc_n + oc0;
-    for (uint32_t ic = 0; ic < s.in_c; ++ic) {
+    uint32_t ic = 0;
+    for (; ic + S <= s.in_c; ic += S)
+      for (int k = 0; k < S; ++k) {
+        const float xv = xs[size_t(ic + k) * s.in_hw];
+        const float* wr = wt + size_t(ic + k) * oc_n;
+        for (int v = 0; v < V; ++v) {
+          SmallV16 w;
+          std::memcpy(&w, wr + 16 * v, sizeof(SmallV16));
+          acc[k][v] += w * xv;
+        }
+      }
+    for (; ic < s.in_c; ++ic) {
       const float xv = xs[size_t(ic) * s.in_hw];
       const float* wr = wt + size_t(ic) * oc_n;
       for (int v = 0; v < V; ++v) {
         SmallV16 w;
         std::memcpy(&w, wr + 16 * v, sizeof(SmallV16));
-        acc[v] += w * xv;
+        acc[0][v] += w * xv;
       }
     }
   }
-  for (int v = 0; v < V; ++v) std::memcpy(yp + oc0 + 16 * v, &acc[v], sizeof(SmallV16));
+  for (int v = 0; v < V; ++v) {
+    SmallV16 a = acc[0][v];
+    for (int k = 1; k < S; ++k) a += acc[k][v];
+    std::memcpy(yp + oc0 + 16 * v, &a, sizeof(SmallV16));
+  }
 }
 
 inline void conv_small(const SmallConv& s, const float* __restrict x, float* __restrict yt, uint32_t p0,
