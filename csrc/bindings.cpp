@@ -228,7 +228,8 @@ PYBIND11_MODULE(_core, m) {
                                                       : std::string(m.spmv_rows().name) + " / " + m.spmv_cols().name +
                                                             " / " + m.spmm_rows().name;
                                  if (conv && L.pixel_form)  // a conv on a one-pixel output map
-                                   d["kernel"] = std::string(m.spmv_rows().name) + " (batch 1, 1x1 map) / " +
+                                   d["kernel"] = std::string(L.has_dense8() ? m.dense_q8().name : m.spmv_rows().name) +
+                                                 " (batch 1, 1x1 map) / " +
                                                  d["kernel"].cast<std::string>();
                                  if (conv && !L.small_w.empty())  // a small map: dense fp32
                                    d["kernel"] = std::string(m.conv_small().name) + " (small map)";
@@ -285,7 +286,7 @@ PYBIND11_MODULE(_core, m) {
                                    const ConvGeom& g = x.geom;
                                    d["padding"] = py::make_tuple(g.ph, g.pb, g.pw, g.pr);  // top, bottom, left, right
                                    const ExecLayer& L = m.layers()[o.layer];
-                                   d["kernel"] = L.pixel_form ? std::string(m.spmv_rows().name) + " (1-pixel map)"
+                                   d["kernel"] = L.pixel_form ? std::string(L.has_dense8() ? m.dense_q8().name : m.spmv_rows().name) + " (1-pixel map)"
                                                  : !x.small_off.empty() ? std::string(m.conv_small().name) + " (small map)"
                                                  : conv_small_depthwise(L, g) ? std::string(m.dw_blocks().name) + " (small map)"
                                                  : !x.padded && !x.plane

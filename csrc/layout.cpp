@@ -618,8 +618,18 @@ void Model::decode_layers(ParsedFile& f) {
       bool identity = cols.size() == L.cols;
       for (uint32_t k = 0; identity && k < L.cols; ++k) identity = L.pixel_in[k] == k;
       if (identity) std::vector<uint32_t>().swap(L.pixel_in);  // a pointwise conv reads x as it is
-      L.pixel_cols = std::move(cols);
       L.pixel_form = true;
+      // A pointwise one is a linear layer's batch 1: the dense codebook where the cost model (or
+      // dense_codebook="always") takes it, as for linear layers (fp32; MobileNetV2's 1x1-map
+      // 1x1 convs at 50% density: ~30% of its batch 1 on the row form, Zen 4).
+      if (identity) {
+        L.dense8_prec = kPrecisionFp32;
+        if (choose_dense8(L, batch1_costs(*spmv_rows_, *spmv_cols_, *dense_q8_, L.code_bits), dense8_mode_) > 0) {
+          builds.push_back({double(L.rows) * L.cols / 4, i, kDense});
+          continue;
+        }
+      }
+      L.pixel_cols = std::move(cols);
       builds.push_back({double(L.nnz), i, kPixel});
     }
   }

@@ -128,3 +128,23 @@ def test_every_small_dense_variant_through_the_executor(tmp_path, name, storage)
             np.testing.assert_array_equal(m.infer(x), one, err_msg=f"{k} batch")
             outs.append(one)
         np.testing.assert_array_equal(outs[0], outs[1], err_msg=k)
+
+
+@pytest.mark.parametrize("name", ["pointwise_1x1", "pointwise_1x1_wide_relu6", "pointwise_1x1_residual"])
+def test_one_pixel_pointwise_convs_under_every_dense_codebook_mode(tmp_path, name):
+    """A pointwise conv on a one-pixel map is a linear layer's batch 1: the dense codebook where
+    the cost model takes it (or dense_codebook="always"), else the row form; both agree with
+    the numpy reference, and the ops say which runs."""
+    g = CASES[name]
+    p = tmp_path / f"{name}.dcz"
+    _compress(g, p, "sparse")
+    x = np.random.default_rng(7).random((2,) + g.input_shape, dtype=np.float32) * 2 - 0.6
+    want = dcrt.decompress(p).forward(x)
+    for mode, kernel in (("always", "dense_q8"), ("never", "spmv_rows"), ("auto", None)):
+        for threads in (1, 2):
+            m = dcrt.load(p, threads=threads, dense_codebook=mode)
+            kernels = [op["kernel"] for op in m._m.ops if op["type"] == "conv2d"]
+            if kernel:
+                assert kernels[0].startswith(kernel), (mode, kernels)
+            np.testing.assert_allclose(np.concatenate([m.infer(x[i:i + 1]) for i in range(2)]), want, rtol=1e-4,
+                                       atol=1e-5, err_msg=f"{mode} threads={threads}")

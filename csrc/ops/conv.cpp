@@ -212,7 +212,19 @@ void run_conv2d(const OpCtx& c) {
       xv = xg;
     }
     std::memcpy(nxt, L.bias.data(), L.rows * sizeof(float));
-    if (L.rows16.tiles > 0) {
+    if (L.has_dense8()) {  // a pointwise conv on the dense codebook (fp32): equal row ranges, x4
+      const QDense8 w = L.dense8_view();
+      const DenseQ8Fn f = c.m.dense_q8().dense_q8;
+      const uint32_t parts = std::max<uint32_t>(1, std::min<uint32_t>(tasks, L.rows / 64));
+      if (parts == 1)
+        f(w, xv, nxt, 0, L.rows);
+      else
+        c.par(parts, [&](size_t t, unsigned) {
+          const uint32_t r0 = uint32_t(uint64_t(L.rows) * t / parts) / 4 * 4;
+          const uint32_t r1 = t + 1 == parts ? L.rows : uint32_t(uint64_t(L.rows) * (t + 1) / parts) / 4 * 4;
+          f(w, xv, nxt, r0, r1);
+        });
+    } else if (L.rows16.tiles > 0) {
       const QTiles16 w = L.rows16.view(L.codebook.data());
       const auto& sp = L.rows16.split;
       const SpmvRowsFn f = c.m.spmv_rows().spmv_rows;

@@ -271,8 +271,9 @@ def loads(data, device: str = "cpu", threads: int | None = None, *, max_activati
     registered one (:func:`dcrt.kernels` lists them with the CPU features they need): for
     comparing variants through the whole network. The default is the fastest this CPU runs.
 
-    ``dense_codebook``: where a sparse linear layer keeps many of its weights, batch 1 can walk
-    every code (a byte per weight, decoded by register shuffles) instead of the sparse row form.
+    ``dense_codebook``: where a sparse linear layer (or a pointwise conv on a one-pixel map) keeps
+    many of its weights, batch 1 can walk every code (a byte per weight, decoded by register
+    shuffles) instead of the sparse row form.
     "auto" asks a cost model measured on this CPU (once per process; ``Model.layers()[i]["plan"]``
     says what it measured and chose; the column form still takes inputs sparse enough), "always"
     runs it on every batch-1 input, however sparse (no kernel choice then depends on this
