@@ -288,6 +288,7 @@ PYBIND11_MODULE(_core, m) {
                                    const ExecLayer& L = m.layers()[o.layer];
                                    d["kernel"] = L.pixel_form ? std::string(L.has_dense8() ? m.dense_q8().name : m.spmv_rows().name) + " (1-pixel map)"
                                                  : !x.small_off.empty() ? std::string(m.conv_small().name) + " (small map)"
+                                                 : conv_channel_scale(L, g) ? std::string("channel scale (depthwise 1x1)")
                                                  : conv_small_depthwise(L, g) ? std::string(m.dw_blocks().name) + " (small map)"
                                                  : !x.padded && !x.plane
                                                      ? std::string("spmm_rows (pointwise)")

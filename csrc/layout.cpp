@@ -571,7 +571,8 @@ void Model::decode_layers(ParsedFile& f) {
     const uint32_t i = uint32_t(ops_[j].layer);
     ExecLayer& L = layers_[i];
     const ConvGeom& g = exec_[j].geom;
-    if (L.kind == kLayerConv2d && L.storage == kStorageSparse && conv_small_depthwise(L, g) && L.dw_dense.empty()) {
+    if (L.kind == kLayerConv2d && L.storage == kStorageSparse && (conv_small_depthwise(L, g) || conv_channel_scale(L, g)) &&
+        L.dw_dense.empty()) {
       const uint32_t taps = L.kh * L.kw, mask = (1u << L.code_bits) - 1;
       L.dw_dense.assign(size_t(L.rows) * taps, 0.f);
       for (uint32_t r = 0; r < L.rows; ++r)

@@ -58,6 +58,10 @@ def cases():
                                              Node("clip", RELU6)], shape=(12, 6, 6)),
         "small_dense_residual_relu6": net([cv(32, 32, 3, pad=1, name="c"), Node("add", inputs=[1, 0]),
                                            Node("clip", RELU6)], shape=(32, 3, 3)),
+        # depthwise 1x1 convs (kept batch norms): a per-channel scale at any batch and map size
+        "channel_scale_residual_relu6": net([cv(20, 20, 1, pad=0, groups=20, name="bn"), Node("add", inputs=[1, 0]),
+                                             Node("clip", RELU6)], shape=(20, 5, 5)),
+        "channel_scale_14x14": net([cv(24, 24, 1, pad=0, groups=24, name="bn")], shape=(24, 14, 14)),
         "small_dense_pointwise_4x4": net([cv(24, 48, 1, pad=0, name="pw"), Node("relu")], shape=(24, 4, 4)),
         "small_dense_pointwise_stride2": net([cv(16, 33, 1, stride=2, pad=0, name="pw")], shape=(16, 7, 7)),
     }
@@ -148,3 +152,12 @@ def test_one_pixel_pointwise_convs_under_every_dense_codebook_mode(tmp_path, nam
                 assert kernels[0].startswith(kernel), (mode, kernels)
             np.testing.assert_allclose(np.concatenate([m.infer(x[i:i + 1]) for i in range(2)]), want, rtol=1e-4,
                                        atol=1e-5, err_msg=f"{mode} threads={threads}")
+
+
+@pytest.mark.parametrize("name", ["channel_scale_residual_relu6", "channel_scale_14x14"])
+def test_depthwise_1x1_runs_as_a_channel_scale(tmp_path, name):
+    g = CASES[name]
+    p = tmp_path / f"{name}.dcz"
+    _compress(g, p, "sparse")
+    m = dcrt.load(p, threads=2)
+    assert [op["kernel"] for op in m._m.ops if op["type"] == "conv2d"] == ["channel scale (depthwise 1x1)"]

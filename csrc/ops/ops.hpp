@@ -19,6 +19,9 @@ inline size_t batch_lanes(size_t n) { return (n + 7) / 8 * 8; }
 // One caller's buffers (Model keeps a free list): n samples of the load-time plan.
 // Whether a depthwise conv runs in 16-channel blocks (small maps, any batch: ops/conv.cpp).
 bool conv_small_depthwise(const ExecLayer& L, const ConvGeom& g);
+// A depthwise 1x1 conv, stride 1, no padding (a per-channel scale: MobileNetV2's kept batch
+// norms): y = w[c] x + b[c], any batch (ops/conv.cpp; sparse layers keep ExecLayer::dw_dense).
+bool conv_channel_scale(const ExecLayer& L, const ConvGeom& g);
 // Whether this conv runs the dense small-map product (any batch) (kernels/conv_small.hpp; the
 // load builds ExecLayer::small_w / ExecOp::small_off where it does): groups 1, any kernel size
 // (pointwise too), 2-63 output pixels, at most 256 KiB of fp32 weights, and at most 8x the stored non-zeros'
