@@ -147,8 +147,6 @@ void small_dense(const OpCtx& c, const ExecLayer& L, const ConvGeom& g) {
   float* yt = buf.data();  // [sample][pixel][out_c]
   const SmallConv s{L.small_w.data(), c.x.small_off.data(), g.kh * g.kw, g.in_c, oc_n, P, g.in_h * g.in_w};
   const SmallConvFn f = c.m.conv_small().conv_small;
-  const bool clamp = c.x.clamp;
-  const float lo = c.x.lo, hi = c.x.hi;
   // One sample's pixels [p0, p1): bias, the taps, then (whole samples) back to NCHW + epilogue.
   const auto run = [&](size_t sm, uint32_t p0, uint32_t p1) {
     float* ys = yt + sm * out_sz;
@@ -158,14 +156,9 @@ void small_dense(const OpCtx& c, const ExecLayer& L, const ConvGeom& g) {
   const auto back = [&](size_t sm) {
     const float* ys = yt + sm * out_sz;
     float* y = c.out + sm * out_sz;
-    const float* res = c.res ? c.res + sm * out_sz : nullptr;
     for (uint32_t oc = 0; oc < oc_n; ++oc)
-      for (uint32_t p = 0; p < P; ++p) {
-        float v = ys[size_t(p) * oc_n + oc];
-        if (res) v += res[size_t(oc) * P + p];
-        if (clamp) v = std::min(std::max(v, lo), hi);
-        y[size_t(oc) * P + p] = v;
-      }
+      for (uint32_t p = 0; p < P; ++p) y[size_t(oc) * P + p] = ys[size_t(p) * oc_n + oc];
+    c.epilogue(sm, P, 0, oc_n);
   };
   if (c.tasks == 1) {
     for (size_t sm = 0; sm < n; ++sm) run(sm, 0, P), back(sm);
@@ -220,15 +213,7 @@ void run_conv2d(const OpCtx& c) {
     if (L.has_dense8()) {  // a pointwise conv on the dense codebook (fp32): equal row ranges, x4
       const QDense8 w = L.dense8_view();
       const DenseQ8Fn f = c.m.dense_q8().dense_q8;
-      const uint32_t parts = std::max<uint32_t>(1, std::min<uint32_t>(tasks, L.rows / 64));
-      if (parts == 1)
-        f(w, xv, nxt, 0, L.rows);
-      else
-        c.par(parts, [&](size_t t, unsigned) {
-          const uint32_t r0 = uint32_t(uint64_t(L.rows) * t / parts) / 4 * 4;
-          const uint32_t r1 = t + 1 == parts ? L.rows : uint32_t(uint64_t(L.rows) * (t + 1) / parts) / 4 * 4;
-          f(w, xv, nxt, r0, r1);
-        });
+      c.par_dense_rows(L.rows, [&](uint32_t r0, uint32_t r1) { f(w, xv, nxt, r0, r1); });
     } else if (L.rows16.tiles > 0) {
       const QTiles16 w = L.rows16.view(L.codebook.data());
       const auto& sp = L.rows16.split;
@@ -251,22 +236,14 @@ void run_conv2d(const OpCtx& c) {
     // (MobileNetV2's 52 kept batch norms, 1x1-7x7 maps: ~1.5 us each at 480 channels, Zen 4).
     const float* w = L.storage == kStorageSparse ? L.dw_dense.data() : L.weight.data();
     const size_t hw = size_t(g.out_h) * g.out_w;
-    const bool clamp = c.x.clamp;
-    const float lo = c.x.lo, hi = c.x.hi;
     const auto channels = [&](size_t s, uint32_t c0, uint32_t c1) {
       for (uint32_t ch = c0; ch < c1; ++ch) {
         const float a = w[ch], b = L.bias[ch];
-        const size_t o = s * out_sz + size_t(ch) * hw;
         const float* xi = cur + s * in_sz + size_t(ch) * hw;
-        const float* res = c.res ? c.res + o : nullptr;
-        float* yo = nxt + o;
-        for (size_t p = 0; p < hw; ++p) {
-          float v = b + a * xi[p];
-          if (res) v += res[p];
-          if (clamp) v = std::min(std::max(v, lo), hi);
-          yo[p] = v;
-        }
+        float* yo = nxt + s * out_sz + size_t(ch) * hw;
+        for (size_t p = 0; p < hw; ++p) yo[p] = b + a * xi[p];
       }
+      c.epilogue(s, hw, c0, c1);
     };
     if (tasks == 1) {
       for (size_t s = 0; s < n; ++s) channels(s, 0, g.out_c);

@@ -37,17 +37,7 @@ void run_linear(const OpCtx& c) {
       // Dense codebook: equal row ranges (the cost per row is the same), multiples of 4 rows.
       // A precision mode rounds the input once here, before the split (dense_q8.hpp).
       const QDense8 w = L.dense8_view();
-      const uint32_t parts = std::max<uint32_t>(1, std::min<uint32_t>(tasks, L.rows / 64));
-      const auto split = [&](const auto& f) {
-        if (parts == 1)
-          f(0u, L.rows);
-        else
-          c.par(parts, [&](size_t t, unsigned) {
-            const uint32_t r0 = uint32_t(uint64_t(L.rows) * t / parts) / 4 * 4;
-            const uint32_t r1 = t + 1 == parts ? L.rows : uint32_t(uint64_t(L.rows) * (t + 1) / parts) / 4 * 4;
-            f(r0, r1);
-          });
-      };
+      const auto split = [&](const auto& f) { c.par_dense_rows(L.rows, f); };
       if (L.dense8_prec == kPrecisionInt8) {
         const QInputU8 q = quantize_input_u8(cur, L.cols, w.ldc, reinterpret_cast<uint8_t*>(c.ws.lowp.data()));
         const DenseI8Fn f = c.m.dense_i8().dense_i8;

@@ -2,6 +2,7 @@
 // one function per op type that splits the op over the workers and calls kernels. Each op family
 // has its own file; table.cpp maps op types to them.
 #pragma once
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -67,6 +68,17 @@ struct OpCtx {
   bool wake;       // whether splitting may wake sleeping workers
   void par(size_t n_tasks, const std::function<void(size_t, unsigned)>& fn) const {
     m.workers().parallel_for(n_tasks, fn, wake);
+  }
+  // A dense-codebook product's rows in equal ranges (the cost per row is the same), starting at
+  // multiples of 4 rows, at least 64 rows a share: fn(r0, r1), here alone where it is one share.
+  void par_dense_rows(uint32_t rows, const std::function<void(uint32_t, uint32_t)>& fn) const {
+    const uint32_t parts = std::max<uint32_t>(1, std::min<uint32_t>(tasks, rows / 64));
+    if (parts == 1) return fn(0, rows);
+    par(parts, [&](size_t t, unsigned) {
+      const uint32_t r0 = uint32_t(uint64_t(rows) * t / parts) / 4 * 4;
+      const uint32_t r1 = t + 1 == parts ? rows : uint32_t(uint64_t(rows) * (t + 1) / parts) / 4 * 4;
+      fn(r0, r1);
+    });
   }
   // The epilogue of one sample's [rows x inner] block: + residual, then the clamp, over
   // rows [r0, r1) (ops whose kernels do not apply it themselves).
